@@ -1,0 +1,45 @@
+//! Every way a read request can fail, mapped to a status and a JSON body `{"error","detail"}` in
+//! one place. Internal errors are logged with their cause chain; the client gets a generic body.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(error))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail.clone()),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the request failed; it has been logged".to_owned(),
+                )
+            }
+        };
+        (status, Json(serde_json::json!({"error": code, "detail": detail}))).into_response()
+    }
+}

@@ -1,0 +1,153 @@
+//! The event as ingest accepted it and workers store it: Segment's fields after validation and
+//! normalisation, carrying the project (tenant) it belongs to. Field names are those of the stored
+//! MongoDB documents (CONTRACT.md §4), so the JSON that crosses JetStream and the document in
+//! `events` read the same.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Segment call types the pipeline accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Track,
+    Page,
+    Screen,
+    Identify,
+}
+
+impl EventType {
+    /// The lowercase name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Track => "track",
+            EventType::Page => "page",
+            EventType::Screen => "screen",
+            EventType::Identify => "identify",
+        }
+    }
+}
+
+/// One accepted event. Invalid states were rejected at ingest: at least one of `user_id` and
+/// `anonymous_id` is set, `event` is snake_case, `day` is the UTC date of `ts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The project (tenant) whose write key sent the event; nothing crosses projects.
+    pub project: String,
+    /// The client's idempotency key, or a server-assigned UUIDv7; unique within a project.
+    pub message_id: String,
+    /// True when the client sent no messageId and ingest assigned one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub message_id_assigned: bool,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// Normalised event name (`course_viewed`, `page_view`, `identify`, ...).
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// When the event happened, corrected for client clock skew: what metrics bucket by.
+    pub ts: DateTime<Utc>,
+    /// UTC date of `ts`, precomputed for bucketing.
+    pub day: NaiveDate,
+    /// The client's own `timestamp`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The client's `sentAt`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When ingest received the request.
+    pub received_at: DateTime<Utc>,
+    /// The event is older than the historical horizon: stored and counted, but flagged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub historical: bool,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub context: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub traits: Map<String, Value>,
+}
+
+impl Event {
+    /// The identity metrics count: the user id, else the anonymous id (CONTRACT.md §6).
+    pub fn user_key(&self) -> &str {
+        self.user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Normalises an event name to snake_case, so `"Course Viewed"`, `"COURSE_VIEWED"`,
+/// `"courseViewed"` and `"course_viewed"` are one event. Runs of anything but letters and digits
+/// become one `_`; a lower-to-upper case change starts a new word, as does the last capital of an
+/// acronym followed by a lowercase letter (`"HTTPRequest"` → `http_request`).
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut pending_separator = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            pending_separator = !out.is_empty();
+            continue;
+        }
+        if c.is_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_is_lower) {
+                pending_separator = !out.is_empty();
+            }
+        }
+        if pending_separator {
+            out.push('_');
+            pending_separator = false;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_in_every_common_spelling_are_one_name() {
+        for name in [
+            "Course Viewed",
+            "COURSE_VIEWED",
+            "course_viewed",
+            "courseViewed",
+            "CourseViewed",
+            " course--viewed ",
+        ] {
+            assert_eq!(snake_case(name), "course_viewed", "{name}");
+        }
+    }
+
+    #[test]
+    fn acronyms_and_digits_split_sensibly() {
+        assert_eq!(snake_case("HTTPRequest"), "http_request");
+        assert_eq!(snake_case("Lesson 2 Completed"), "lesson_2_completed");
+        assert_eq!(snake_case("quiz2Submitted"), "quiz2_submitted");
+        assert_eq!(snake_case("Ünïcode Évent"), "ünïcode_évent");
+        assert_eq!(snake_case("!!!"), "");
+    }
+
+    #[test]
+    fn user_key_prefers_the_user_id() {
+        let json = r#"{"project":"p","message_id":"m","type":"track","event":"login","user_id":"u1","anonymous_id":"a1",
+            "ts":"2026-01-01T00:00:00Z","day":"2026-01-01","received_at":"2026-01-01T00:00:00Z"}"#;
+        let mut event: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(event.user_key(), "u1");
+        event.user_id = None;
+        assert_eq!(event.user_key(), "a1");
+        let back: Event = serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(back, event);
+    }
+}

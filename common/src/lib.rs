@@ -1,0 +1,13 @@
+//! What every service of the activity pipeline shares: the event model that travels from ingest to
+//! workers, the names of streams and subjects, configuration pieces, telemetry, the admin endpoints
+//! (`/metrics`, `/healthz`, `/readyz`) and the shutdown signal.
+
+pub mod admin;
+pub mod config;
+pub mod event;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+
+#[cfg(feature = "testing")]
+pub mod testing;

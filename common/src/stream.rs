@@ -1,0 +1,92 @@
+//! Names and settings of the JetStream stream and the NATS subjects the pipeline uses, in one place
+//! so ingest, workers and api cannot disagree about them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, stream};
+
+use crate::config::NatsConfig;
+
+/// How long JetStream remembers a published message id to drop a republished copy. Ingest retries
+/// a publish well within it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The subjects of one pipeline, derived from its prefix.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Where ingest publishes a project's events. Projects are validated to be subject-safe tokens.
+    pub fn events(&self, project: &str) -> String {
+        format!("{}.events.{project}", self.prefix)
+    }
+
+    /// Every project's events: the stream's subject filter.
+    pub fn all_events(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// Where workers announce what each commit changed, for the api's cache and live streams.
+    pub fn changes(&self) -> String {
+        format!("{}.changes", self.prefix)
+    }
+}
+
+/// Creates the events stream if it is missing, or returns the existing one; both ingest and workers
+/// call this at startup so either may start first.
+pub async fn ensure_events_stream(js: &jetstream::Context, config: &NatsConfig) -> anyhow::Result<stream::Stream> {
+    let subjects = Subjects::new(&config.subject_prefix);
+    js.get_or_create_stream(stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![subjects.all_events()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::New,
+        max_age: config.stream_max_age,
+        max_bytes: config.stream_max_bytes,
+        num_replicas: config.stream_replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("cannot create or open JetStream stream {}", config.stream))
+}
+
+/// Checks that a project id is a safe NATS subject token and database key: 1 to 64 of
+/// `[A-Za-z0-9_-]`.
+pub fn is_valid_project(project: &str) -> bool {
+    (1..=64).contains(&project.len())
+        && project
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_share_the_prefix() {
+        let subjects = Subjects::new("t1");
+        assert_eq!(subjects.events("acme"), "t1.events.acme");
+        assert_eq!(subjects.all_events(), "t1.events.>");
+        assert_eq!(subjects.changes(), "t1.changes");
+    }
+
+    #[test]
+    fn projects_are_subject_safe() {
+        assert!(is_valid_project("acme-learning_2"));
+        for bad in ["", "a.b", "a b", "*", ">", &"x".repeat(65)] {
+            assert!(!is_valid_project(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Every ingest setting, from flags or environment variables (`ingest --help` lists them).
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::config::{parse_duration, NatsConfig};
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "ingest",
+    version,
+    about = "Segment-compatible event ingest: HTTP in, JetStream out."
+)]
+pub struct Config {
+    /// Public address for the event endpoints (`/v1/batch`, ...).
+    #[arg(long = "addr", env = "INGEST_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Admin address for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long = "admin-addr", env = "INGEST_ADMIN_ADDR", default_value = "127.0.0.1:9101")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    /// The write key clients must present (Basic, Bearer, `writeKey` in the body or query).
+    #[arg(long = "write-key", env = "INGEST_WRITE_KEY", hide_env_values = true)]
+    pub write_key: String,
+    /// The project (tenant) whose events the write key sends.
+    #[arg(long = "project", env = "INGEST_PROJECT", default_value = "default")]
+    pub project: String,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Longest ingest waits for JetStream to acknowledge a request's events before answering 503.
+    #[arg(long = "publish-timeout", env = "INGEST_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+    /// Client clock skew (|receivedAt − sentAt|) beyond which event times are corrected by it.
+    #[arg(long = "max-clock-skew", env = "INGEST_MAX_CLOCK_SKEW", default_value = "60s", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
+    /// Events older than this (by corrected time) are stored but flagged `historical`.
+    #[arg(long = "historical-horizon", env = "INGEST_HISTORICAL_HORIZON", default_value = "30d", value_parser = parse_duration)]
+    pub historical_horizon: Duration,
+    /// On shutdown, how long in-flight requests may take to finish before connections are closed.
+    #[arg(long = "shutdown-grace", env = "INGEST_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Bounds on what one request may carry and on the work in flight.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Limits {
+    /// Largest request body on the wire, in bytes (413 beyond).
+    #[arg(long = "max-body-bytes", env = "INGEST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest request body after decompression, in bytes (413 beyond).
+    #[arg(long = "max-decoded-bytes", env = "INGEST_MAX_DECODED_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_decoded_bytes: usize,
+    /// Most events in one batch (413 beyond).
+    #[arg(long = "max-batch-events", env = "INGEST_MAX_BATCH_EVENTS", default_value_t = 1_000)]
+    pub max_batch_events: usize,
+    /// Largest single event once normalised, in bytes of JSON (that event is rejected).
+    #[arg(long = "max-event-bytes", env = "INGEST_MAX_EVENT_BYTES", default_value_t = 64 * 1024)]
+    pub max_event_bytes: usize,
+    /// Deepest nesting of objects and arrays inside properties, context and traits.
+    #[arg(long = "max-property-depth", env = "INGEST_MAX_PROPERTY_DEPTH", default_value_t = 16)]
+    pub max_property_depth: usize,
+    /// Events waiting for a JetStream acknowledgement across all requests; beyond it, 503.
+    #[arg(
+        long = "max-in-flight-events",
+        env = "INGEST_MAX_IN_FLIGHT_EVENTS",
+        default_value_t = 200_000
+    )]
+    pub max_in_flight_events: usize,
+    /// Longest a client may take to send its request headers and body (408 beyond).
+    #[arg(long = "request-timeout", env = "INGEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_decoded_bytes: 8 * 1024 * 1024,
+            max_batch_events: 1_000,
+            max_event_bytes: 64 * 1024,
+            max_property_depth: 16,
+            max_in_flight_events: 200_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! From request bytes to accepted events. The envelope is parsed once with simd-json; then every
+//! event is validated and normalised on its own, so one bad event is rejected with its index,
+//! messageId and reason while the rest of the batch is accepted (CONTRACT.md §4).
+
+use std::{collections::HashSet, time::Duration};
+
+use chrono::{DateTime, Utc};
+use common::event::{snake_case, Event, EventType};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{config::Limits, error::IngestError};
+
+/// Which endpoint the body came to: a batch, or one event of a known type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Batch,
+    Single(EventType),
+}
+
+/// The Segment batch envelope. Unknown fields (`integrations`, `metadata`, ...) are ignored.
+#[derive(Debug, Deserialize)]
+struct BatchEnvelope {
+    batch: Option<Vec<Value>>,
+    #[serde(rename = "sentAt")]
+    sent_at: Option<Value>,
+    context: Option<Value>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<Value>,
+}
+
+/// A parsed request, before authentication and per-event validation.
+#[derive(Debug)]
+pub struct Envelope {
+    pub write_key: Option<String>,
+    sent_at: Option<Value>,
+    context: Option<Map<String, Value>>,
+    events: Vec<Value>,
+    endpoint: Endpoint,
+}
+
+/// One rejected event, reported back to the client.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rejection {
+    pub index: usize,
+    #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub error: String,
+}
+
+/// The outcome of validating a request's events.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Accepted events with their JSON encoding, ready to publish.
+    pub accepted: Vec<(Event, Vec<u8>)>,
+    /// Repeats of a messageId within this request, dropped.
+    pub duplicates: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+/// What normalisation needs besides the events.
+#[derive(Debug, Clone)]
+pub struct Normalisation<'a> {
+    pub project: &'a str,
+    pub received_at: DateTime<Utc>,
+    pub max_clock_skew: Duration,
+    pub historical_horizon: Duration,
+    pub limits: &'a Limits,
+}
+
+/// Parses a decompressed request body. Fails only for a malformed envelope (400) or too many
+/// events (413); problems with single events are reported by [`Envelope::validate`].
+pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Result<Envelope, IngestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::BadRequest(
+            "the request body is empty; send a JSON object".into(),
+        ));
+    }
+    match endpoint {
+        Endpoint::Batch => {
+            let envelope: BatchEnvelope = simd_json::serde::from_slice(body)
+                .map_err(|e| IngestError::BadRequest(format!("the body is not a JSON batch envelope: {e}")))?;
+            let events = envelope
+                .batch
+                .ok_or_else(|| IngestError::BadRequest("the body has no `batch` array".into()))?;
+            if events.len() > limits.max_batch_events {
+                return Err(IngestError::PayloadTooLarge(format!(
+                    "the batch has {} events; at most {} are allowed per request",
+                    events.len(),
+                    limits.max_batch_events
+                )));
+            }
+            let context = match envelope.context {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(map)) => Some(map),
+                Some(_) => return Err(IngestError::BadRequest("`context` must be an object".into())),
+            };
+            Ok(Envelope {
+                write_key: string_key(envelope.write_key)?,
+                sent_at: envelope.sent_at,
+                context,
+                events,
+                endpoint,
+            })
+        }
+        Endpoint::Single(_) => {
+            let value: Value = simd_json::serde::from_slice(body)
+                .map_err(|e| IngestError::BadRequest(format!("the body is not a JSON event: {e}")))?;
+            let Value::Object(mut event) = value else {
+                return Err(IngestError::BadRequest("the body must be a JSON object".into()));
+            };
+            let write_key = string_key(event.remove("writeKey"))?;
+            Ok(Envelope {
+                write_key,
+                sent_at: None,
+                context: None,
+                events: vec![Value::Object(event)],
+                endpoint,
+            })
+        }
+    }
+}
+
+fn string_key(value: Option<Value>) -> Result<Option<String>, IngestError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) => Ok(Some(key)),
+        Some(_) => Err(IngestError::BadRequest("`writeKey` must be a string".into())),
+    }
+}
+
+impl Envelope {
+    /// How many events the request carries, valid or not.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Validates and normalises every event on its own.
+    pub fn validate(self, norm: &Normalisation<'_>) -> Decoded {
+        let mut decoded = Decoded {
+            accepted: Vec::with_capacity(self.events.len()),
+            ..Decoded::default()
+        };
+        let batch_sent_at = match self.sent_at.as_ref().map(|v| parse_time(v, "sentAt")) {
+            Some(Err(error)) => {
+                // A bad batch-level sentAt makes every event's time untrustworthy: reject them all.
+                for index in 0..self.events.len() {
+                    decoded.rejected.push(Rejection {
+                        index,
+                        message_id: None,
+                        error: error.clone(),
+                    });
+                }
+                return decoded;
+            }
+            Some(Ok(time)) => time,
+            None => None,
+        };
+        let mut seen = HashSet::with_capacity(self.events.len());
+        for (index, raw) in self.events.into_iter().enumerate() {
+            let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
+            match normalise(raw, self.endpoint, batch_sent_at, self.context.as_ref(), norm) {
+                Ok(event) => {
+                    if !seen.insert(event.message_id.clone()) {
+                        decoded.duplicates += 1;
+                        continue;
+                    }
+                    match serde_json::to_vec(&event) {
+                        Ok(json) if json.len() <= norm.limits.max_event_bytes => decoded.accepted.push((event, json)),
+                        Ok(json) => decoded.rejected.push(Rejection {
+                            index,
+                            message_id,
+                            error: format!(
+                                "the event is {} bytes once normalised; at most {} are allowed",
+                                json.len(),
+                                norm.limits.max_event_bytes
+                            ),
+                        }),
+                        Err(e) => decoded.rejected.push(Rejection {
+                            index,
+                            message_id,
+                            error: format!("cannot encode the event: {e}"),
+                        }),
+                    }
+                }
+                Err(error) => decoded.rejected.push(Rejection {
+                    index,
+                    message_id,
+                    error,
+                }),
+            }
+        }
+        decoded
+    }
+}
+
+/// Longest accepted identifier (userId, anonymousId, messageId, event name).
+const MAX_ID_LEN: usize = 256;
+/// How far in the future an event time may be before it is clamped to the receive time.
+const MAX_FUTURE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+
+fn normalise(
+    raw: Value,
+    endpoint: Endpoint,
+    batch_sent_at: Option<DateTime<Utc>>,
+    batch_context: Option<&Map<String, Value>>,
+    norm: &Normalisation<'_>,
+) -> Result<Event, String> {
+    let Value::Object(mut raw) = raw else {
+        return Err("the event must be a JSON object".into());
+    };
+    let kind = match (endpoint, raw.get("type")) {
+        (Endpoint::Single(kind), None) => kind,
+        (Endpoint::Single(kind), Some(Value::String(t))) if t == kind.as_str() => kind,
+        (Endpoint::Single(kind), Some(_)) => {
+            return Err(format!("`type` must be \"{}\" on this endpoint", kind.as_str()))
+        }
+        (Endpoint::Batch, Some(Value::String(t))) => match t.as_str() {
+            "track" => EventType::Track,
+            "page" => EventType::Page,
+            "screen" => EventType::Screen,
+            "identify" => EventType::Identify,
+            other => {
+                return Err(format!(
+                    "`type` \"{other}\" is not supported; use track, page, screen or identify"
+                ))
+            }
+        },
+        (Endpoint::Batch, Some(_)) => return Err("`type` must be a string".into()),
+        (Endpoint::Batch, None) => return Err("`type` is required in a batch".into()),
+    };
+    let user_id = identifier(raw.get("userId"), "userId")?;
+    let anonymous_id = identifier(raw.get("anonymousId"), "anonymousId")?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err("one of `userId` and `anonymousId` is required".into());
+    }
+    let (message_id, message_id_assigned) = match identifier(raw.get("messageId"), "messageId")? {
+        Some(id) => (id, false),
+        None => (uuid::Uuid::now_v7().to_string(), true),
+    };
+    let mut properties = object(raw.remove("properties"), "properties", norm.limits.max_property_depth)?;
+    let mut context = object(raw.remove("context"), "context", norm.limits.max_property_depth)?;
+    let traits = object(raw.remove("traits"), "traits", norm.limits.max_property_depth)?;
+    if let Some(batch_context) = batch_context {
+        for (key, value) in batch_context {
+            context.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        check_keys(&context, "context", 0, norm.limits.max_property_depth)?;
+    }
+    let event = match kind {
+        EventType::Track => {
+            let name = match raw.get("event") {
+                Some(Value::String(name)) => name,
+                Some(_) => return Err("`event` must be a string".into()),
+                None => return Err("`event` is required for track calls".into()),
+            };
+            let normalised = snake_case(name);
+            if normalised.is_empty() {
+                return Err("`event` has no letters or digits".into());
+            }
+            if normalised.len() > MAX_ID_LEN {
+                return Err(format!("`event` is longer than {MAX_ID_LEN} bytes"));
+            }
+            normalised
+        }
+        EventType::Page | EventType::Screen => {
+            if !properties.contains_key("page") {
+                let page = properties
+                    .get("path")
+                    .cloned()
+                    .or_else(|| context.get("page").and_then(|p| p.get("path")).cloned())
+                    .or_else(|| raw.get("name").cloned())
+                    .filter(Value::is_string);
+                if let Some(page) = page {
+                    properties.insert("page".into(), page);
+                }
+            }
+            if let Some(Value::String(name)) = raw.get("name") {
+                properties.entry("name").or_insert_with(|| Value::String(name.clone()));
+            }
+            if kind == EventType::Page {
+                "page_view"
+            } else {
+                "screen_view"
+            }
+            .to_owned()
+        }
+        EventType::Identify => "identify".to_owned(),
+    };
+    let session_id = identifier(
+        raw.get("sessionId").or_else(|| properties.get("session_id")),
+        "sessionId",
+    )?;
+    let client_time = match raw.get("timestamp").or_else(|| raw.get("originalTimestamp")) {
+        Some(value) => parse_time(value, "timestamp")?,
+        None => None,
+    };
+    let sent_at = match raw.get("sentAt") {
+        Some(value) => parse_time(value, "sentAt")?,
+        None => None,
+    }
+    .or(batch_sent_at);
+    let received_at = norm.received_at;
+    let mut ts = client_time.unwrap_or(received_at);
+    if let (Some(client_time), Some(sent_at)) = (client_time, sent_at) {
+        let skew = (received_at - sent_at).abs();
+        if skew.to_std().unwrap_or(Duration::MAX) > norm.max_clock_skew {
+            ts = received_at - (sent_at - client_time);
+        }
+    }
+    if ts > received_at + MAX_FUTURE {
+        ts = received_at;
+    }
+    let horizon = chrono::TimeDelta::from_std(norm.historical_horizon).unwrap_or(chrono::TimeDelta::MAX);
+    let historical = received_at
+        .checked_sub_signed(horizon)
+        .is_some_and(|cutoff| ts < cutoff);
+    Ok(Event {
+        project: norm.project.to_owned(),
+        message_id,
+        message_id_assigned,
+        kind,
+        event,
+        user_id,
+        anonymous_id,
+        session_id,
+        ts,
+        day: ts.date_naive(),
+        timestamp: client_time,
+        sent_at,
+        received_at,
+        historical,
+        properties,
+        context,
+        traits,
+    })
+}
+
+/// An identifier: a non-empty string (numbers are accepted and turned into strings, as SDKs of
+/// typed languages send them), at most [`MAX_ID_LEN`] bytes.
+fn identifier(value: Option<&Value>, field: &str) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_ID_LEN => Err(format!("`{field}` is longer than {MAX_ID_LEN} bytes")),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(format!("`{field}` must be a string")),
+    }
+}
+
+fn object(value: Option<Value>, field: &str, max_depth: usize) -> Result<Map<String, Value>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => {
+            check_keys(&map, field, 1, max_depth)?;
+            Ok(map)
+        }
+        Some(_) => Err(format!("`{field}` must be an object")),
+    }
+}
+
+/// Rejects keys that MongoDB would read as operators or paths (`$…`, anything with `.`), empty
+/// keys and keys with NUL, and nesting deeper than `max_depth`; names the offending path.
+fn check_keys(map: &Map<String, Value>, path: &str, depth: usize, max_depth: usize) -> Result<(), String> {
+    if depth > max_depth {
+        return Err(format!("`{path}` is nested deeper than {max_depth} levels"));
+    }
+    for (key, value) in map {
+        if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
+            return Err(format!(
+                "`{path}` has the key {key:?}; keys must not be empty, start with `$` or contain `.`"
+            ));
+        }
+        check_value(value, &format!("{path}.{key}"), depth, max_depth)?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Result<(), String> {
+    match value {
+        Value::Object(map) => check_keys(map, path, depth + 1, max_depth),
+        Value::Array(items) => {
+            if depth + 1 > max_depth {
+                return Err(format!("`{path}` is nested deeper than {max_depth} levels"));
+            }
+            items
+                .iter()
+                .try_for_each(|item| check_value(item, path, depth + 1, max_depth))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn parse_time(value: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| format!("`{field}` is not an ISO-8601 time ({e}): {text:?}")),
+        _ => Err(format!("`{field}` must be an ISO-8601 string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn norm(limits: &Limits) -> Normalisation<'_> {
+        Normalisation {
+            project: "p1",
+            received_at: Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap(),
+            max_clock_skew: Duration::from_secs(60),
+            historical_horizon: Duration::from_secs(30 * 86_400),
+            limits,
+        }
+    }
+
+    fn run(body: &str) -> Decoded {
+        let limits = Limits::default();
+        let mut bytes = body.as_bytes().to_vec();
+        decode_batch(&mut bytes, Endpoint::Batch, &limits)
+            .unwrap()
+            .validate(&norm(&limits))
+    }
+
+    #[test]
+    fn a_bad_event_is_rejected_by_index_and_the_rest_accepted() {
+        let decoded = run(r#"{"batch":[
+            {"type":"track","event":"Course Viewed","userId":"u1","messageId":"m1","properties":{"course_id":"c1"}},
+            {"type":"track","event":"x","messageId":"m2"},
+            {"type":"track","event":"Login","anonymousId":"a1","messageId":"m3","properties":{"$where":"1"}},
+            {"type":"track","event":"Login","anonymousId":"a1","messageId":"m4","properties":{"a.b":1}},
+            {"type":"alias","userId":"u1","messageId":"m5"}
+        ]}"#);
+        assert_eq!(decoded.accepted.len(), 1);
+        assert_eq!(decoded.accepted[0].0.event, "course_viewed");
+        let reasons: Vec<_> = decoded
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.message_id.as_deref().unwrap(), r.error.as_str()))
+            .collect();
+        assert_eq!(reasons[0].0, 1);
+        assert!(reasons[0].2.contains("userId"), "{reasons:?}");
+        assert!(reasons[1].2.contains("\"$where\""), "{reasons:?}");
+        assert!(reasons[2].2.contains("\"a.b\""), "{reasons:?}");
+        assert!(reasons[3].2.contains("alias"), "{reasons:?}");
+    }
+
+    #[test]
+    fn repeated_message_ids_in_one_request_count_as_duplicates() {
+        let decoded = run(r#"{"batch":[
+            {"type":"track","event":"a","userId":"u1","messageId":"m1"},
+            {"type":"track","event":"a","userId":"u1","messageId":"m1"}]}"#);
+        assert_eq!((decoded.accepted.len(), decoded.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn missing_message_ids_are_assigned_and_flagged() {
+        let decoded = run(r#"{"batch":[{"type":"identify","userId":"u1","traits":{"name":"Ada"}}]}"#);
+        let event = &decoded.accepted[0].0;
+        assert!(event.message_id_assigned);
+        assert_eq!(uuid::Uuid::parse_str(&event.message_id).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn pages_become_page_views_with_the_path() {
+        let decoded =
+            run(r#"{"batch":[{"type":"page","name":"Home","userId":"u1","context":{"page":{"path":"/home"}}}]}"#);
+        let event = &decoded.accepted[0].0;
+        assert_eq!(event.event, "page_view");
+        assert_eq!(event.properties["page"], "/home");
+    }
+
+    #[test]
+    fn skewed_client_clocks_are_corrected_and_the_future_clamped() {
+        // Client clock one hour fast: event 10 s before sending, by its own clock.
+        let decoded = run(r#"{"sentAt":"2026-03-10T13:00:00Z","batch":[
+            {"type":"track","event":"a","userId":"u1","timestamp":"2026-03-10T12:59:50Z"},
+            {"type":"track","event":"b","userId":"u1","timestamp":"2026-03-12T12:00:00Z","sentAt":"2026-03-10T12:00:00Z"},
+            {"type":"track","event":"c","userId":"u1","timestamp":"2026-01-01T00:00:00Z","sentAt":"2026-03-10T12:00:00Z"}]}"#);
+        let times: Vec<_> = decoded
+            .accepted
+            .iter()
+            .map(|(e, _)| (e.ts.to_rfc3339(), e.historical))
+            .collect();
+        assert_eq!(times[0], ("2026-03-10T11:59:50+00:00".into(), false));
+        assert_eq!(times[1], ("2026-03-10T12:00:00+00:00".into(), false));
+        assert_eq!(times[2], ("2026-01-01T00:00:00+00:00".into(), true));
+        assert_eq!(decoded.accepted[2].0.day.to_string(), "2026-01-01");
+    }
+
+    #[test]
+    fn nesting_is_allowed_up_to_the_limit_and_not_beyond() {
+        let limits = Limits {
+            max_property_depth: 3,
+            ..Limits::default()
+        };
+        let at = r#"{"batch":[{"type":"track","event":"a","userId":"u","properties":{"a":{"b":{"c":1}}}}]}"#;
+        let over = r#"{"batch":[{"type":"track","event":"a","userId":"u","properties":{"a":{"b":{"c":{"d":1}}}}}]}"#;
+        let mut at = at.as_bytes().to_vec();
+        let mut over = over.as_bytes().to_vec();
+        assert_eq!(
+            decode_batch(&mut at, Endpoint::Batch, &limits)
+                .unwrap()
+                .validate(&norm(&limits))
+                .accepted
+                .len(),
+            1
+        );
+        let rejected = decode_batch(&mut over, Endpoint::Batch, &limits)
+            .unwrap()
+            .validate(&norm(&limits))
+            .rejected;
+        assert!(rejected[0].error.contains("deeper than 3"), "{rejected:?}");
+    }
+
+    #[test]
+    fn malformed_envelopes_are_bad_requests() {
+        let limits = Limits::default();
+        for body in ["", "nope", "[]", r#"{"events":[]}"#, r#"{"batch":{}}"#] {
+            let mut bytes = body.as_bytes().to_vec();
+            let error = decode_batch(&mut bytes, Endpoint::Batch, &limits).unwrap_err();
+            assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{body}");
+        }
+    }
+}

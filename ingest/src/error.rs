@@ -1,0 +1,67 @@
+//! Every way a request can fail, and the one place that maps each to an HTTP status. Retryable
+//! failures (503, 429, 408) are kept apart from permanent ones (4xx) so SDKs retry only the former.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no valid write key: send it as Basic auth (key as user), a Bearer token, or writeKey")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request was not received within {0:?}")]
+    RequestTimeout(Duration),
+    #[error("no such endpoint; events go to POST /v1/batch, /v1/track, /v1/page, /v1/screen or /v1/identify")]
+    NotFound,
+    #[error("method not allowed here; use POST")]
+    MethodNotAllowed,
+    #[error("too many events in flight; retry shortly")]
+    Overloaded,
+    #[error("the event stream did not confirm the events; nothing was acknowledged, retry: {0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            IngestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            IngestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::NotFound => StatusCode::NOT_FOUND,
+            IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::Overloaded | IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the retryable failures.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            IngestError::Overloaded => Some(1),
+            IngestError::Unavailable(_) => Some(5),
+            _ => None,
+        }
+    }
+
+    /// A short stable code for the response body and the `reason` metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Unauthorized => "unauthorized",
+            IngestError::BadRequest(_) => "bad_request",
+            IngestError::PayloadTooLarge(_) => "payload_too_large",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::RequestTimeout(_) => "request_timeout",
+            IngestError::NotFound => "not_found",
+            IngestError::MethodNotAllowed => "method_not_allowed",
+            IngestError::Overloaded => "overloaded",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}

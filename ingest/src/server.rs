@@ -1,0 +1,476 @@
+//! The hyper server: routes, authentication, body limits and decompression, and the response
+//! shapes of CONTRACT.md §4. [`App::serve`] takes its listener and shutdown token from the caller,
+//! so tests bind port 0 and stop it at will.
+
+use std::{
+    convert::Infallible,
+    io::Read as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::Utc;
+use common::{
+    admin::AdminState,
+    event::EventType,
+    stream::{ensure_events_stream, is_valid_project, Subjects},
+    telemetry::PrometheusHandle,
+};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    decode::{decode_batch, Endpoint, Normalisation},
+    error::IngestError,
+    publisher::Publisher,
+};
+
+/// The running service's shared state: cheap handles, cloned per connection.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    nats: async_nats::Client,
+    publisher: Publisher,
+    /// One permit per event waiting for its JetStream acknowledgement; bounds ingest's memory.
+    in_flight: Arc<Semaphore>,
+}
+
+impl App {
+    /// Connects to NATS and makes sure the events stream exists.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            is_valid_project(&config.project),
+            "project {:?} must be 1 to 64 letters, digits, `_` or `-`",
+            config.project
+        );
+        anyhow::ensure!(!config.write_key.is_empty(), "the write key must not be empty");
+        let nats = async_nats::ConnectOptions::new()
+            .name("ingest")
+            .retry_on_initial_connect()
+            .connect(&config.nats.url)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        ensure_events_stream(&js, &config.nats).await?;
+        let max_payload = nats.server_info().max_payload;
+        let publisher = Publisher::new(
+            js,
+            Subjects::new(&config.nats.subject_prefix),
+            max_payload,
+            config.publish_timeout,
+        );
+        let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight_events));
+        tracing::info!(addr = %config.addr, stream = %config.nats.stream, project = %config.project, "ingest ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                nats,
+                publisher,
+                in_flight,
+            }),
+        })
+    }
+
+    /// What the admin endpoints need: ready while the NATS connection is up.
+    pub fn admin_state(&self, metrics: Option<PrometheusHandle>) -> AdminState {
+        let nats = self.inner.nats.clone();
+        AdminState {
+            metrics,
+            readiness: Arc::new(move || {
+                let state = nats.connection_state();
+                Box::pin(async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("NATS connection is {other}")),
+                    }
+                })
+            }),
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
+    /// (their events acknowledged, or the client told 503) for up to the shutdown grace, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.inner.config.limits.request_timeout);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            stream.set_nodelay(true).ok();
+            let app = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(request).await) }
+            });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let grace = self.inner.config.shutdown_grace;
+        tracing::info!(?grace, "draining connections");
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
+        }
+        self.inner.nats.flush().await.ok();
+        Ok(())
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let route = Route::of(request.uri().path());
+        let result = match route {
+            None => Err(IngestError::NotFound),
+            Some(_) if request.method() != Method::POST => Err(IngestError::MethodNotAllowed),
+            Some(route) => self.ingest(request, route.endpoint()).await,
+        };
+        let response = match result {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(error) => {
+                metrics::counter!("ingest_requests_failed_total", "reason" => error.code()).increment(1);
+                error_response(&error)
+            }
+        };
+        metrics::histogram!(
+            "ingest_http_request_duration_seconds",
+            "route" => route.map_or("unknown", Route::label),
+            "status" => response.status().as_str().to_owned(),
+        )
+        .record(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn ingest(&self, request: Request<Incoming>, endpoint: Endpoint) -> Result<serde_json::Value, IngestError> {
+        let config = &self.inner.config;
+        let received_at = Utc::now();
+        let header_key = key_from_headers(request.headers()).or_else(|| key_from_query(request.uri().query()));
+        if let Some(key) = &header_key {
+            self.authorize(key)?;
+        }
+        let encoding = Encoding::of(request.headers())?;
+        check_content_type(request.headers())?;
+        let body = tokio::time::timeout(
+            config.limits.request_timeout,
+            Limited::new(request.into_body(), config.limits.max_body_bytes).collect(),
+        )
+        .await
+        .map_err(|_| IngestError::RequestTimeout(config.limits.request_timeout))?
+        .map_err(|error| {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                IngestError::PayloadTooLarge(format!(
+                    "the body is larger than {} bytes",
+                    config.limits.max_body_bytes
+                ))
+            } else {
+                IngestError::BadRequest(format!("cannot read the body: {error}"))
+            }
+        })?
+        .to_bytes();
+        let mut body = encoding.decode(body, config.limits.max_decoded_bytes)?;
+        let envelope = decode_batch(&mut body, endpoint, &config.limits)?;
+        if header_key.is_none() {
+            match &envelope.write_key {
+                Some(key) => self.authorize(key)?,
+                None => return Err(IngestError::Unauthorized),
+            }
+        }
+        metrics::counter!("ingest_events_received_total").increment(envelope.len() as u64);
+        let decoded = envelope.validate(&Normalisation {
+            project: &config.project,
+            received_at,
+            max_clock_skew: config.max_clock_skew,
+            historical_horizon: config.historical_horizon,
+            limits: &config.limits,
+        });
+        for rejection in &decoded.rejected {
+            metrics::counter!("ingest_events_rejected_total", "reason" => rejection_reason(&rejection.error))
+                .increment(1);
+        }
+        if decoded.duplicates > 0 {
+            metrics::counter!("ingest_events_duplicate_total").increment(decoded.duplicates as u64);
+        }
+        if !decoded.accepted.is_empty() {
+            let permits = u32::try_from(decoded.accepted.len()).map_err(|_| IngestError::Overloaded)?;
+            let _permit = self
+                .inner
+                .in_flight
+                .try_acquire_many(permits)
+                .map_err(|_| IngestError::Overloaded)?;
+            self.inner.publisher.publish(&config.project, &decoded.accepted).await?;
+            metrics::counter!("ingest_events_accepted_total").increment(decoded.accepted.len() as u64);
+        }
+        Ok(serde_json::json!({
+            "success": true,
+            "accepted": decoded.accepted.len(),
+            "duplicates": decoded.duplicates,
+            "rejected": decoded.rejected,
+        }))
+    }
+
+    fn authorize(&self, key: &str) -> Result<(), IngestError> {
+        if constant_time_eq(key.as_bytes(), self.inner.config.write_key.as_bytes()) {
+            Ok(())
+        } else {
+            Err(IngestError::Unauthorized)
+        }
+    }
+}
+
+/// The public routes, with a bounded label for metrics.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Batch,
+    Track,
+    Page,
+    Screen,
+    Identify,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Self> {
+        match path.trim_end_matches('/') {
+            "/v1/batch" | "/v1/import" => Some(Route::Batch),
+            "/v1/track" | "/v1/t" => Some(Route::Track),
+            "/v1/page" | "/v1/p" => Some(Route::Page),
+            "/v1/screen" => Some(Route::Screen),
+            "/v1/identify" | "/v1/i" => Some(Route::Identify),
+            _ => None,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Batch => "/v1/batch",
+            Route::Track => "/v1/track",
+            Route::Page => "/v1/page",
+            Route::Screen => "/v1/screen",
+            Route::Identify => "/v1/identify",
+        }
+    }
+
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Route::Batch => Endpoint::Batch,
+            Route::Track => Endpoint::Single(EventType::Track),
+            Route::Page => Endpoint::Single(EventType::Page),
+            Route::Screen => Endpoint::Single(EventType::Screen),
+            Route::Identify => Endpoint::Single(EventType::Identify),
+        }
+    }
+}
+
+/// `Content-Encoding`s ingest decodes.
+enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self, IngestError> {
+        match headers.get(header::CONTENT_ENCODING).map(HeaderValue::to_str) {
+            None => Ok(Encoding::Identity),
+            Some(Ok(value)) => match value.trim().to_ascii_lowercase().as_str() {
+                "" | "identity" => Ok(Encoding::Identity),
+                "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+                "zstd" => Ok(Encoding::Zstd),
+                other => Err(IngestError::UnsupportedMediaType(format!(
+                    "Content-Encoding {other:?} is not supported; use gzip, zstd or none"
+                ))),
+            },
+            Some(Err(_)) => Err(IngestError::UnsupportedMediaType(
+                "Content-Encoding is not ASCII".into(),
+            )),
+        }
+    }
+
+    /// Decompresses, stopping at `max` bytes so a small bomb cannot exhaust memory.
+    fn decode(&self, body: Bytes, max: usize) -> Result<Vec<u8>, IngestError> {
+        let too_large =
+            || IngestError::PayloadTooLarge(format!("the body is larger than {max} bytes once decompressed"));
+        let mut out = Vec::new();
+        let read = match self {
+            Encoding::Identity => {
+                return if body.len() > max {
+                    Err(too_large())
+                } else {
+                    Ok(Vec::from(body))
+                };
+            }
+            Encoding::Gzip => flate2::read::MultiGzDecoder::new(&body[..])
+                .take(max as u64 + 1)
+                .read_to_end(&mut out),
+            Encoding::Zstd => zstd::stream::read::Decoder::new(&body[..])
+                .and_then(|decoder| decoder.take(max as u64 + 1).read_to_end(&mut out)),
+        };
+        read.map_err(|e| IngestError::BadRequest(format!("the body cannot be decompressed: {e}")))?;
+        if out.len() > max {
+            return Err(too_large());
+        }
+        Ok(out)
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let value = value.to_str().unwrap_or_default().to_ascii_lowercase();
+    let media = value.split(';').next().unwrap_or_default().trim();
+    if media.is_empty() || media == "application/json" || media == "text/plain" || media.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(IngestError::UnsupportedMediaType(format!(
+            "Content-Type {media:?} is not supported; send application/json (or text/plain from sendBeacon)"
+        )))
+    }
+}
+
+/// The write key from `Authorization: Basic base64(key:)` or `Authorization: Bearer key`.
+fn key_from_headers(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let key = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+        Some(key.to_owned()).filter(|k| !k.is_empty())
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(credentials.to_owned()).filter(|k| !k.is_empty())
+    } else {
+        None
+    }
+}
+
+fn key_from_query(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == "writeKey" && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// Compares in time independent of where the inputs first differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A bounded label for the rejection metric, from the reason's wording.
+fn rejection_reason(error: &str) -> &'static str {
+    if error.contains("keys must not") {
+        "invalid_key"
+    } else if error.contains("deeper than") {
+        "too_deep"
+    } else if error.contains("bytes once normalised") {
+        "too_large"
+    } else if error.contains("ISO-8601") {
+        "invalid_time"
+    } else if error.contains("required") {
+        "missing_field"
+    } else {
+        "invalid_field"
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
+    let mut response = json_response(
+        error.status(),
+        serde_json::json!({"success": false, "error": error.code(), "detail": error.to_string()}),
+    );
+    if let Some(seconds) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_keys_are_read_from_basic_and_bearer_headers_and_the_query() {
+        let mut headers = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD.encode("wk_123:");
+        headers.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_123"));
+        headers.insert(header::AUTHORIZATION, "Bearer wk_456".parse().unwrap());
+        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_456"));
+        headers.insert(header::AUTHORIZATION, "Digest x".parse().unwrap());
+        assert_eq!(key_from_headers(&headers), None);
+        assert_eq!(key_from_query(Some("a=1&writeKey=wk_789")).as_deref(), Some("wk_789"));
+        assert_eq!(key_from_query(Some("writeKey=")), None);
+    }
+
+    #[test]
+    fn keys_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn decompression_stops_at_the_decoded_cap() {
+        use std::io::Write as _;
+        let plain = vec![b' '; 10_000];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = Bytes::from(gz.finish().unwrap());
+        assert_eq!(Encoding::Gzip.decode(gz.clone(), 10_000).unwrap().len(), 10_000);
+        assert_eq!(
+            Encoding::Gzip.decode(gz, 9_999).unwrap_err().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let zst = Bytes::from(zstd::encode_all(&plain[..], 3).unwrap());
+        assert_eq!(Encoding::Zstd.decode(zst.clone(), 10_000).unwrap().len(), 10_000);
+        assert_eq!(
+            Encoding::Zstd.decode(zst, 9_999).unwrap_err().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

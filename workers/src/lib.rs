@@ -1,0 +1,15 @@
+//! The workers service: pulls accepted events from the JetStream stream through a durable consumer,
+//! stores each raw event once in MongoDB `events`, rolls it up into PostgreSQL, acknowledges only
+//! after both stores committed, and announces what changed so the api can refresh.
+
+mod changes;
+mod config;
+mod consumer;
+mod rollup;
+mod store;
+
+pub use config::Config;
+pub use consumer::App;
+
+/// The PostgreSQL schema, applied by workers at startup (and by tests).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
