@@ -25,3 +25,11 @@ pub struct Config {
     #[arg(long = "max-range-days", env = "API_MAX_RANGE_DAYS", default_value_t = 400)]
     pub max_range_days: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_is_a_well_formed_flag() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+pub mod instruments;
 mod routes;
 
 use std::{sync::Arc, time::Duration};

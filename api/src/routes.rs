@@ -15,6 +15,7 @@ use crate::{ApiError, App};
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/metrics/active-users", get(active_users))
+        .route_layer(axum::middleware::from_fn(crate::instruments::record))
         .with_state(app)
 }
 

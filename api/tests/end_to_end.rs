@@ -290,7 +290,7 @@ async fn events_posted_to_ingest_come_out_of_the_api_as_the_exact_dau_series() {
     for (admin, expected_metric) in [
         (ingest_admin, "ingest_events_accepted_total"),
         (workers_admin, "workers_events_stored_total"),
-        (api_admin, ""),
+        (api_admin, "api_http_request_duration_seconds"),
     ] {
         let body = http
             .get(format!("http://{admin}/metrics"))

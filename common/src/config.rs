@@ -8,7 +8,12 @@ use std::time::Duration;
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsConfig {
     /// NATS server URL (JetStream must be enabled on it).
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        id = "nats_url",
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// JetStream stream that holds accepted events until workers have stored them.
     #[arg(long = "nats-stream", env = "NATS_STREAM", default_value = "EVENTS")]
@@ -57,10 +62,15 @@ pub struct PostgresConfig {
 #[derive(clap::Args, Debug, Clone)]
 pub struct MongoConfig {
     /// MongoDB connection string (MongoDB or FerretDB).
-    #[arg(long = "mongo-uri", env = "MONGO_URI", default_value = "mongodb://127.0.0.1:27017")]
+    #[arg(
+        id = "mongo_uri",
+        long = "mongo-uri",
+        env = "MONGO_URI",
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
     pub uri: String,
     /// Database holding the `events` and `student_learning_paths` collections.
-    #[arg(long = "mongo-db", env = "MONGO_DB", default_value = "analytics")]
+    #[arg(id = "mongo_db", long = "mongo-db", env = "MONGO_DB", default_value = "analytics")]
     pub db: String,
 }
 

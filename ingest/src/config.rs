@@ -84,3 +84,11 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_is_a_well_formed_flag() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

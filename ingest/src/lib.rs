@@ -5,6 +5,7 @@
 mod config;
 mod decode;
 mod error;
+pub mod instruments;
 mod publisher;
 mod server;
 

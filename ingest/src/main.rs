@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let config = ingest::Config::parse();
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
+    ingest::instruments::describe();
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;

@@ -46,3 +46,11 @@ pub struct Config {
     #[arg(long = "mongo-journal", env = "WORKERS_MONGO_JOURNAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub mongo_journal: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_is_a_well_formed_flag() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

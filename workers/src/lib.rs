@@ -5,6 +5,7 @@
 mod changes;
 mod config;
 mod consumer;
+pub mod instruments;
 mod rollup;
 mod store;
 

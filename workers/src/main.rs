@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let config = workers::Config::parse();
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
+    workers::instruments::describe();
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;

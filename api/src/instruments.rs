@@ -1,0 +1,34 @@
+//! The Prometheus metrics the api records (CONTRACT.md §8), described once so `/metrics` carries
+//! HELP text and units for each.
+
+use std::time::Instant;
+
+use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
+use metrics::{describe_histogram, Unit};
+
+/// Registers the descriptions; called by `main` after the recorder is installed.
+pub fn describe() {
+    describe_histogram!(
+        "api_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request to response, by route pattern and status."
+    );
+}
+
+/// Middleware recording each request's duration, labelled by route pattern (never the raw URL,
+/// which would make the label set unbounded) and status.
+pub async fn record(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "api_http_request_duration_seconds",
+        "route" => route,
+        "status" => response.status().as_str().to_owned(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
