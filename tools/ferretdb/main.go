@@ -1,0 +1,183 @@
+// Command ferretdb-shim runs FerretDB (embedded, SQLite backend) as the local
+// MongoDB-compatible server for ./scripts/services when no mongod is installed,
+// and checks that a MongoDB wire server answers.
+//
+// Why a shim: `go install` of FerretDB's own command panics for lack of the
+// version file its build normally generates, while the embeddable package
+// github.com/FerretDB/FerretDB/ferretdb needs nothing but a Config.
+//
+// Usage:
+//
+//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 --sqlite-dir DIR [--log-level info]
+//	ferretdb-shim ping  --uri mongodb://127.0.0.1:27017 [--timeout 2s]
+//
+// Telemetry: ferretdb.Config has no telemetry setting because the embedded
+// package never creates a telemetry reporter; ferretdb.New also disables and
+// locks telemetry in its (in-memory) state provider. Nothing is sent anywhere.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "ping":
+		err = ping(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		usage()
+		os.Exit(2)
+	}
+
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ferretdb-shim %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: ferretdb-shim serve [--listen-addr ADDR] --sqlite-dir DIR [--log-level LEVEL]")
+	fmt.Fprintln(os.Stderr, "       ferretdb-shim ping [--uri URI] [--timeout DURATION]")
+}
+
+// serve runs FerretDB until SIGINT or SIGTERM.
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listenAddr := fs.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
+	sqliteDir := fs.String("sqlite-dir", "", "directory holding one SQLite file per database (required)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	_ = fs.Parse(args)
+
+	if *sqliteDir == "" {
+		return errors.New("--sqlite-dir is required")
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	dir, err := filepath.Abs(*sqliteDir)
+	if err != nil {
+		return fmt.Errorf("--sqlite-dir: %w", err)
+	}
+	if err = os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--sqlite-dir: %w", err)
+	}
+
+	// FerretDB wants an SQLite URI naming a directory: "file:" + path ending in "/".
+	sqliteURL := "file:" + strings.TrimSuffix(dir, "/") + "/"
+
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: *listenAddr},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: sqliteURL,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	// Warn level so that it shows with the default --log-level of scripts/services.
+	logger.Warn("ferretdb-shim started", "ferretdb", ferretdbVersion(), "listen_addr", *listenAddr, "sqlite_url", sqliteURL)
+	err = f.Run(ctx)
+	logger.Warn("ferretdb-shim stopped")
+
+	return err
+}
+
+// ferretdbVersion reports the FerretDB module version compiled in: the
+// embedded package itself says "unknown" (it has no generated version file).
+func ferretdbVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range bi.Deps {
+			if dep.Path == "github.com/FerretDB/FerretDB" {
+				return dep.Version
+			}
+		}
+	}
+
+	return "unknown"
+}
+
+// ping performs a real MongoDB wire round trip (the `ping` command, then
+// `buildInfo` for the version) so readiness means "answers queries", not
+// merely "port is open".
+func ping(args []string) error {
+	fs := flag.NewFlagSet("ping", flag.ExitOnError)
+	uri := fs.String("uri", "mongodb://127.0.0.1:27017", "MongoDB connection string")
+	timeout := fs.Duration("timeout", 2*time.Second, "overall deadline")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
+	_ = fs.Parse(args)
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+
+	opts := options.Client().ApplyURI(*uri).
+		SetServerSelectionTimeout(*timeout).
+		SetConnectTimeout(*timeout)
+
+	client, err := mongo.Connect(ctx, opts)
+	if err != nil {
+		return err
+	}
+	// No client.Disconnect: it sends endSessions, which FerretDB does not
+	// implement and logs as a WARN with a full message dump on every check.
+	// The process exits right after, which closes the connection anyway.
+
+	admin := client.Database("admin")
+	if err = admin.RunCommand(ctx, bson.D{{Key: "ping", Value: 1}}).Err(); err != nil {
+		return err
+	}
+
+	var info struct {
+		Version         string `bson:"version"`
+		FerretDBVersion string `bson:"ferretdbVersion"`
+	}
+	if err = admin.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return err
+	}
+
+	if !*quiet {
+		if info.FerretDBVersion != "" {
+			// FerretDB answers buildInfo as MongoDB <version>; its own
+			// version is "unknown" when embedded (see ferretdbVersion).
+			fmt.Printf("ok: MongoDB %s (FerretDB)\n", info.Version)
+		} else {
+			fmt.Printf("ok: %s\n", info.Version)
+		}
+	}
+
+	return nil
+}
