@@ -3,10 +3,14 @@
 //! `loadgen`: replays a generated workload against ingest in Segment batches, with a bounded
 //! number of requests in flight, and prints what it sent, how fast, and the DAU it expects.
 
-use std::time::Instant;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use bench::Workload;
+use chrono::NaiveDate;
 use clap::Parser;
 use futures::{stream, StreamExt as _};
 
@@ -38,6 +42,15 @@ struct Args {
     /// Write the expected DAU per day here, as JSON.
     #[arg(long)]
     expect_out: Option<std::path::PathBuf>,
+    /// After sending, poll this api until its DAU series equals the generator's own count.
+    #[arg(long, env = "LOADGEN_API_URL")]
+    verify_api: Option<String>,
+    /// Read key for the api.
+    #[arg(long, env = "API_READ_KEY", default_value = "")]
+    read_key: String,
+    /// Longest to wait for the pipeline to catch up, in seconds.
+    #[arg(long, default_value_t = 300)]
+    verify_timeout_s: u64,
 }
 
 #[tokio::main]
@@ -112,5 +125,85 @@ async fn main() -> anyhow::Result<()> {
         args.days,
         accepted as f64 / elapsed
     );
+    if let Some(api) = &args.verify_api {
+        verify(
+            &client,
+            api,
+            &args.read_key,
+            &generated.dau,
+            Duration::from_secs(args.verify_timeout_s),
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// Polls the api until its DAU per day equals `expected`, then prints the series side by side.
+async fn verify(
+    client: &reqwest::Client,
+    api: &str,
+    read_key: &str,
+    expected: &BTreeMap<NaiveDate, usize>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (Some(from), Some(to)) = (expected.keys().next(), expected.keys().next_back()) else {
+        return Ok(());
+    };
+    let url = format!(
+        "{}/v1/metrics/active-users?from={from}&to={to}&interval=day",
+        api.trim_end_matches('/')
+    );
+    let started = Instant::now();
+    loop {
+        let reply: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(read_key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let rows = reply["series"].as_array().cloned().unwrap_or_default();
+        let actual: BTreeMap<NaiveDate, usize> = rows
+            .iter()
+            .filter_map(|row| {
+                Some((
+                    row["date"].as_str()?.parse().ok()?,
+                    usize::try_from(row["dau"].as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        let expected_nonzero: BTreeMap<_, _> = expected
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(d, n)| (*d, *n))
+            .collect();
+        let actual_nonzero: BTreeMap<_, _> = actual.iter().filter(|(_, n)| **n > 0).map(|(d, n)| (*d, *n)).collect();
+        if actual_nonzero == expected_nonzero {
+            println!(
+                "\n{:<12} {:>6} {:>6} {:>6}   (DAU: expected by the generator / reported by the api)",
+                "day", "DAU", "WAU", "MAU"
+            );
+            for row in &rows {
+                println!(
+                    "{:<12} {:>6} {:>6} {:>6}",
+                    row["date"].as_str().unwrap_or("?"),
+                    row["dau"],
+                    row["wau"],
+                    row["mau"]
+                );
+            }
+            let total: usize = expected.values().sum();
+            println!(
+                "\nDAU correct: the api's series equals the generator's own count on all {} days ({total} user-days), after {:.1} s",
+                expected.len(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            anyhow::bail!("after {timeout:?} the api's DAU still differs from the generator's: expected {expected_nonzero:?}, got {actual_nonzero:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
