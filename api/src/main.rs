@@ -1,11 +1,62 @@
-//! `api`: telemetry, then config, then build, then serve until SIGINT/SIGTERM.
+//! `api`: telemetry, then config, then build, then serve until SIGINT/SIGTERM. `api keys …` manages
+//! the API keys stored in PostgreSQL instead (see `api keys --help`).
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Subcommand as _};
+use common::{config::PostgresConfig, keys};
+
+/// Subcommands besides serving (which is what `api` with no subcommand does, as always).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Create, list and revoke API keys (write keys for ingest, read keys for this api).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        postgres: PostgresConfig,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum KeysAction {
+    /// Creates a key and prints it once; only its SHA-256 is stored.
+    Create {
+        /// The project (tenant) the key sends events to or reads.
+        #[arg(long)]
+        project: String,
+        /// `write` (ingest) or `read` (api).
+        #[arg(long, value_enum)]
+        scope: keys::Scope,
+    },
+    /// Revokes a key by id; services stop accepting it within their key cache's time to live.
+    Revoke {
+        #[arg(long)]
+        id: keys::KeyId,
+    },
+    /// Lists a project's keys (ids, scopes, dates; never the keys).
+    List {
+        #[arg(long)]
+        project: String,
+    },
+}
+
+/// The whole command line: the serve settings of [`api::Config`], or a subcommand.
+fn cli() -> clap::Command {
+    Command::augment_subcommands(
+        api::Config::command()
+            .subcommand_negates_reqs(true)
+            .args_conflicts_with_subcommands(true),
+    )
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = api::Config::parse();
+    let matches = cli().get_matches();
+    if matches.subcommand().is_some() {
+        let command = Command::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        return run_command(command).await;
+    }
+    let config = api::Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
     api::instruments::describe();
@@ -23,4 +74,83 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     app.serve(listener, shutdown).await
+}
+
+/// Runs `api keys …`: applies the migrations (so the table exists), then does the one thing asked.
+/// Output is for people and scripts alike: `create` prints the key alone on its first line.
+#[allow(clippy::print_stdout)]
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    let Command::Keys { action, postgres } = command;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(&postgres.url)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", postgres.url))?;
+    sqlx::migrate!("../migrations")
+        .run(&pool)
+        .await
+        .context("cannot apply the database migrations")?;
+    match action {
+        KeysAction::Create { project, scope } => {
+            anyhow::ensure!(
+                common::stream::is_valid_project(&project),
+                "project {project:?} must be 1 to 64 letters, digits, `_` or `-`"
+            );
+            let (key, secret) = keys::create(&pool, &project, scope)
+                .await
+                .context("cannot create the key")?;
+            println!("{secret}");
+            println!(
+                "id={} project={} scope={} (store the key now: it is not shown again)",
+                key.id, key.project, key.scope
+            );
+        }
+        KeysAction::Revoke { id } => {
+            let revoked = keys::revoke(&pool, id).await.context("cannot revoke the key")?;
+            anyhow::ensure!(revoked, "no unrevoked key has id {id}");
+            println!("revoked {id}");
+        }
+        KeysAction::List { project } => {
+            for key in keys::list(&pool, &project).await.context("cannot list the keys")? {
+                let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{}\t{}\t{}\tcreated={}\trevoked={revoked}",
+                    key.id,
+                    key.project,
+                    key.scope,
+                    key.created_at.to_rfc3339()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_with_its_subcommands_is_well_formed() {
+        super::cli().debug_assert();
+    }
+
+    #[test]
+    fn serving_needs_no_subcommand_and_keys_need_no_serve_settings() {
+        use clap::FromArgMatches as _;
+        let matches = super::cli()
+            .try_get_matches_from(["api", "keys", "create", "--project", "p", "--scope", "write"])
+            .unwrap();
+        assert!(matches!(
+            super::Command::from_arg_matches(&matches).unwrap(),
+            super::Command::Keys {
+                action: super::KeysAction::Create { .. },
+                ..
+            }
+        ));
+        let matches = super::cli()
+            .try_get_matches_from(["api", "--read-key", "rk", "--project", "p"])
+            .unwrap();
+        assert!(matches.subcommand().is_none());
+        assert_eq!(api::Config::from_arg_matches(&matches).unwrap().read_key, "rk");
+    }
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod event;
+pub mod keys;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

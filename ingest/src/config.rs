@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::config::{parse_duration, NatsConfig};
+use common::config::{parse_duration, NatsConfig, PostgresConfig};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -19,12 +19,27 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub nats: NatsConfig,
-    /// The write key clients must present (Basic, Bearer, `writeKey` in the body or query).
+    /// Where the write keys are (`api_keys`, created by `api keys create --project P --scope write`).
+    /// Connected lazily: with a static key configured, ingest starts, serves that key and is ready
+    /// without PostgreSQL; without one, `/readyz` also needs PostgreSQL to answer.
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    /// Optional static (bootstrap) write key, accepted besides the keys stored in PostgreSQL, for
+    /// demos and first set-up. Clients present keys as Basic auth, Bearer, `writeKey` in the body
+    /// or `?writeKey=`.
     #[arg(long = "write-key", env = "INGEST_WRITE_KEY", hide_env_values = true)]
-    pub write_key: String,
-    /// The project (tenant) whose events the write key sends.
+    pub write_key: Option<String>,
+    /// The project (tenant) whose events the static write key sends.
     #[arg(long = "project", env = "INGEST_PROJECT", default_value = "default")]
     pub project: String,
+    /// How long a key lookup (found or not) is cached: a revoked key stops working, and a new one
+    /// starts working, within this time.
+    #[arg(long = "key-cache-ttl", env = "INGEST_KEY_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub key_cache_ttl: Duration,
+    #[command(flatten)]
+    pub rate_limit: RateLimit,
+    #[command(flatten)]
+    pub coalescing: Coalescing,
     #[command(flatten)]
     pub limits: Limits,
     /// Longest ingest waits for JetStream to acknowledge a request's events before answering 503.
@@ -39,6 +54,73 @@ pub struct Config {
     /// On shutdown, how long in-flight requests may take to finish before connections are closed.
     #[arg(long = "shutdown-grace", env = "INGEST_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// The per-key token bucket: each event takes a token; an empty bucket answers 429 with the
+/// seconds until enough tokens are back in `Retry-After`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RateLimit {
+    /// Events per second one key may send, sustained (0 turns the limit off).
+    #[arg(
+        long = "rate-limit-events-per-second",
+        env = "INGEST_RATE_LIMIT_EVENTS_PER_SECOND",
+        default_value_t = 50_000
+    )]
+    pub events_per_second: u32,
+    /// Events one key may send in a burst above the sustained rate (the bucket's size).
+    #[arg(
+        long = "rate-limit-burst",
+        env = "INGEST_RATE_LIMIT_BURST",
+        default_value_t = 500_000
+    )]
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            events_per_second: 50_000,
+            burst: 500_000,
+        }
+    }
+}
+
+/// How the publisher coalesces the events of concurrent requests into JetStream messages (see
+/// `publisher.rs`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Coalescing {
+    /// Most events in one JetStream message (fewer when the server's payload limit is reached first).
+    #[arg(
+        long = "publish-max-events",
+        env = "INGEST_PUBLISH_MAX_EVENTS",
+        default_value_t = 1_000
+    )]
+    pub max_events: usize,
+    /// Longest a message waits for more requests' events before it is published; 0 publishes what
+    /// is queued at once.
+    #[arg(long = "publish-linger", env = "INGEST_PUBLISH_LINGER", default_value = "1ms", value_parser = parse_duration)]
+    pub linger: Duration,
+    /// Messages published and not yet acknowledged, at most; beyond it requests queue.
+    #[arg(
+        long = "publish-max-unacked",
+        env = "INGEST_PUBLISH_MAX_UNACKED",
+        default_value_t = 64
+    )]
+    pub max_unacked: usize,
+    /// Requests queued for the publisher, at most; beyond it, 503.
+    #[arg(long = "publish-queue", env = "INGEST_PUBLISH_QUEUE", default_value_t = 10_000)]
+    pub queue: usize,
+}
+
+impl Default for Coalescing {
+    fn default() -> Self {
+        Self {
+            max_events: 1_000,
+            linger: Duration::from_millis(1),
+            max_unacked: 64,
+            queue: 10_000,
+        }
+    }
 }
 
 /// Bounds on what one request may carry and on the work in flight.

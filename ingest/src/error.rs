@@ -23,6 +23,8 @@ pub enum IngestError {
     MethodNotAllowed,
     #[error("too many events in flight; retry shortly")]
     Overloaded,
+    #[error("this write key sends events faster than its rate limit; retry after {0} s")]
+    RateLimited(u32),
     #[error("the event stream did not confirm the events; nothing was acknowledged, retry: {0}")]
     Unavailable(String),
 }
@@ -37,6 +39,7 @@ impl IngestError {
             IngestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Overloaded | IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -45,6 +48,7 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             IngestError::Overloaded => Some(1),
+            IngestError::RateLimited(seconds) => Some(*seconds),
             IngestError::Unavailable(_) => Some(5),
             _ => None,
         }
@@ -61,6 +65,7 @@ impl IngestError {
             IngestError::NotFound => "not_found",
             IngestError::MethodNotAllowed => "method_not_allowed",
             IngestError::Overloaded => "overloaded",
+            IngestError::RateLimited(_) => "rate_limited",
             IngestError::Unavailable(_) => "unavailable",
         }
     }

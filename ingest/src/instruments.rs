@@ -43,7 +43,7 @@ pub fn describe() {
     describe_histogram!(
         "ingest_jetstream_publish_duration_seconds",
         Unit::Seconds,
-        "Time to publish a request's events and receive every acknowledgement."
+        "Time from publishing one JetStream message (coalesced events of one or more requests) to its acknowledgement."
     );
     describe_histogram!(
         "ingest_jetstream_publish_batch_size",

@@ -1,15 +1,19 @@
 //! The ingest service: a minimal hyper server that accepts Segment-compatible event batches,
 //! validates and normalises every event on its own (one bad event never fails the others), publishes
-//! the accepted ones to JetStream and answers 2xx only once JetStream has acknowledged all of them.
+//! the accepted ones to JetStream (coalescing concurrent requests into few messages) and answers 2xx
+//! only once JetStream has acknowledged all of them. Write keys come from PostgreSQL (through a
+//! cache) or, for bootstrapping, from the configuration.
 
+mod auth;
 mod config;
 mod decode;
 mod error;
 pub mod instruments;
+mod limiter;
 mod publisher;
 mod server;
 
-pub use config::{Config, Limits};
+pub use config::{Coalescing, Config, Limits, RateLimit};
 pub use decode::{decode_batch, Decoded, Endpoint, Envelope, Normalisation, Rejection};
 pub use error::IngestError;
 pub use server::App;

@@ -1,6 +1,6 @@
-//! The hyper server: routes, authentication, body limits and decompression, and the response
-//! shapes of CONTRACT.md §4. [`App::serve`] takes its listener and shutdown token from the caller,
-//! so tests bind port 0 and stop it at will.
+//! The hyper server: routes, CORS, authentication, rate limits, body limits and decompression,
+//! and the response shapes of CONTRACT.md §4. [`App::serve`] takes its listener and shutdown token
+//! from the caller, so tests bind port 0 and stop it at will.
 
 use std::{
     convert::Infallible,
@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use async_nats::jetstream;
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
@@ -27,11 +28,16 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::WriteKeys,
     config::Config,
     decode::{decode_batch, Endpoint, Normalisation},
     error::IngestError,
+    limiter::RateLimiter,
     publisher::Publisher,
 };
+
+/// After the shutdown grace, how long requests told 503 get to have that answer written.
+const FINAL_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// The running service's shared state: cheap handles, cloned per connection.
 #[derive(Clone)]
@@ -45,6 +51,12 @@ struct Inner {
     publisher: Publisher,
     /// One permit per event waiting for its JetStream acknowledgement; bounds ingest's memory.
     in_flight: Arc<Semaphore>,
+    keys: WriteKeys,
+    /// For readiness when there is no static key (the stored keys are then the only ones).
+    pool: sqlx::PgPool,
+    limiter: RateLimiter,
+    /// Cancelled when the shutdown grace is over: requests still waiting for JetStream answer 503.
+    give_up: CancellationToken,
 }
 
 impl App {
@@ -55,49 +67,90 @@ impl App {
             "project {:?} must be 1 to 64 letters, digits, `_` or `-`",
             config.project
         );
-        anyhow::ensure!(!config.write_key.is_empty(), "the write key must not be empty");
+        anyhow::ensure!(
+            config.write_key.as_ref().is_none_or(|key| !key.is_empty()),
+            "the static write key must not be empty (leave INGEST_WRITE_KEY unset for none)"
+        );
         let nats = async_nats::ConnectOptions::new()
             .name("ingest")
             .retry_on_initial_connect()
             .connect(&config.nats.url)
             .await
             .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
-        let js = async_nats::jetstream::new(nats.clone());
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .build(nats.clone());
         ensure_events_stream(&js, &config.nats).await?;
         let max_payload = nats.server_info().max_payload;
-        let publisher = Publisher::new(
+        let publisher = Publisher::start(
             js,
             Subjects::new(&config.nats.subject_prefix),
             max_payload,
             config.publish_timeout,
+            &config.coalescing,
         );
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight_events));
-        tracing::info!(addr = %config.addr, stream = %config.nats.stream, project = %config.project, "ingest ready");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(config.postgres.max_connections)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&config.postgres.url)
+            .context("invalid DATABASE_URL")?;
+        let keys = WriteKeys::new(
+            config.write_key.clone().map(|key| (key, config.project.clone())),
+            pool.clone(),
+            config.key_cache_ttl,
+        );
+        let limiter = RateLimiter::new(&config.rate_limit);
+        tracing::info!(
+            addr = %config.addr,
+            stream = %config.nats.stream,
+            static_key_project = config.write_key.as_ref().map(|_| config.project.as_str()),
+            "ingest ready"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 nats,
                 publisher,
                 in_flight,
+                keys,
+                pool,
+                limiter,
+                give_up: CancellationToken::new(),
             }),
         })
     }
 
-    /// What the admin endpoints need: ready while the NATS connection is up.
+    /// What the admin endpoints need: ready while the NATS connection is up and some key can be
+    /// accepted: the static key, or else the stored keys, which need PostgreSQL to answer.
     pub fn admin_state(&self, metrics: Option<PrometheusHandle>) -> AdminState {
         let nats = self.inner.nats.clone();
+        let pool = (!self.inner.keys.has_static_key()).then(|| self.inner.pool.clone());
         AdminState {
             metrics,
             readiness: Arc::new(move || {
                 let state = nats.connection_state();
+                let pool = pool.clone();
                 Box::pin(async move {
                     match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("NATS connection is {other}")),
+                        async_nats::connection::State::Connected => {}
+                        other => return Err(format!("NATS connection is {other}")),
                     }
+                    if let Some(pool) = pool {
+                        sqlx::query("select 1")
+                            .execute(&pool)
+                            .await
+                            .map_err(|e| format!("PostgreSQL (write keys) does not answer: {e}"))?;
+                    }
+                    Ok(())
                 })
             }),
         }
+    }
+
+    /// Events accepted and waiting for their JetStream acknowledgement right now.
+    pub fn events_in_flight(&self) -> usize {
+        self.inner.config.limits.max_in_flight_events - self.inner.in_flight.available_permits()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
@@ -141,9 +194,18 @@ impl App {
         drop(listener);
         let grace = self.inner.config.shutdown_grace;
         tracing::info!(?grace, "draining connections");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let give_up = self.inner.give_up.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            give_up.cancel();
+        });
+        if tokio::time::timeout(grace + FINAL_WRITE_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(?grace, "connections still open after the shutdown grace; closing them");
         }
+        timer.abort();
         self.inner.nats.flush().await.ok();
         Ok(())
     }
@@ -151,18 +213,24 @@ impl App {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let route = Route::of(request.uri().path());
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let request_headers = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
         let result = match route {
             None => Err(IngestError::NotFound),
+            Some(_) if request.method() == Method::OPTIONS => Ok(None),
             Some(_) if request.method() != Method::POST => Err(IngestError::MethodNotAllowed),
-            Some(route) => self.ingest(request, route.endpoint()).await,
+            Some(route) => self.ingest(request, route.endpoint()).await.map(Some),
         };
-        let response = match result {
-            Ok(body) => json_response(StatusCode::OK, body),
+        let mut response = match result {
+            Ok(None) => preflight_response(),
+            Ok(Some(_)) if matches!(route, Some(Route::Beacon)) => empty_response(StatusCode::NO_CONTENT),
+            Ok(Some(body)) => json_response(StatusCode::OK, body),
             Err(error) => {
                 metrics::counter!("ingest_requests_failed_total", "reason" => error.code()).increment(1);
                 error_response(&error)
             }
         };
+        cors(&mut response, origin, &request_headers);
         metrics::histogram!(
             "ingest_http_request_duration_seconds",
             "route" => route.map_or("unknown", Route::label),
@@ -176,8 +244,9 @@ impl App {
         let config = &self.inner.config;
         let received_at = Utc::now();
         let header_key = key_from_headers(request.headers()).or_else(|| key_from_query(request.uri().query()));
+        let mut sender = None;
         if let Some(key) = &header_key {
-            self.authorize(key)?;
+            sender = Some(self.inner.keys.authenticate(key).await?);
         }
         let encoding = Encoding::of(request.headers())?;
         check_content_type(request.headers())?;
@@ -200,15 +269,14 @@ impl App {
         .to_bytes();
         let mut body = encoding.decode(body, config.limits.max_decoded_bytes)?;
         let envelope = decode_batch(&mut body, endpoint, &config.limits)?;
-        if header_key.is_none() {
-            match &envelope.write_key {
-                Some(key) => self.authorize(key)?,
-                None => return Err(IngestError::Unauthorized),
-            }
-        }
+        let sender = match (sender, &envelope.write_key) {
+            (Some(sender), _) => sender,
+            (None, Some(key)) => self.inner.keys.authenticate(key).await?,
+            (None, None) => return Err(IngestError::Unauthorized),
+        };
         metrics::counter!("ingest_events_received_total").increment(envelope.len() as u64);
-        let decoded = envelope.validate(&Normalisation {
-            project: &config.project,
+        let mut decoded = envelope.validate(&Normalisation {
+            project: &sender.project,
             received_at,
             max_clock_skew: config.max_clock_skew,
             historical_horizon: config.historical_horizon,
@@ -221,30 +289,33 @@ impl App {
         if decoded.duplicates > 0 {
             metrics::counter!("ingest_events_duplicate_total").increment(decoded.duplicates as u64);
         }
-        if !decoded.accepted.is_empty() {
-            let permits = u32::try_from(decoded.accepted.len()).map_err(|_| IngestError::Overloaded)?;
+        let accepted = decoded.accepted.len();
+        if accepted > 0 {
+            self.inner.limiter.check(&sender.key_id, accepted)?;
+            let permits = u32::try_from(accepted).map_err(|_| IngestError::Overloaded)?;
             let _permit = self
                 .inner
                 .in_flight
                 .try_acquire_many(permits)
                 .map_err(|_| IngestError::Overloaded)?;
-            self.inner.publisher.publish(&config.project, &decoded.accepted).await?;
-            metrics::counter!("ingest_events_accepted_total").increment(decoded.accepted.len() as u64);
+            let events = std::mem::take(&mut decoded.accepted)
+                .into_iter()
+                .map(|(_, json)| json)
+                .collect();
+            tokio::select! {
+                published = self.inner.publisher.publish(&sender.project, events) => published?,
+                () = self.inner.give_up.cancelled() => {
+                    return Err(IngestError::Unavailable("ingest is shutting down before the events were confirmed".into()));
+                }
+            }
+            metrics::counter!("ingest_events_accepted_total").increment(accepted as u64);
         }
         Ok(serde_json::json!({
             "success": true,
-            "accepted": decoded.accepted.len(),
+            "accepted": accepted,
             "duplicates": decoded.duplicates,
             "rejected": decoded.rejected,
         }))
-    }
-
-    fn authorize(&self, key: &str) -> Result<(), IngestError> {
-        if constant_time_eq(key.as_bytes(), self.inner.config.write_key.as_bytes()) {
-            Ok(())
-        } else {
-            Err(IngestError::Unauthorized)
-        }
     }
 }
 
@@ -256,6 +327,7 @@ enum Route {
     Page,
     Screen,
     Identify,
+    Beacon,
 }
 
 impl Route {
@@ -266,6 +338,7 @@ impl Route {
             "/v1/page" | "/v1/p" => Some(Route::Page),
             "/v1/screen" => Some(Route::Screen),
             "/v1/identify" | "/v1/i" => Some(Route::Identify),
+            "/v1/beacon" => Some(Route::Beacon),
             _ => None,
         }
     }
@@ -277,12 +350,13 @@ impl Route {
             Route::Page => "/v1/page",
             Route::Screen => "/v1/screen",
             Route::Identify => "/v1/identify",
+            Route::Beacon => "/v1/beacon",
         }
     }
 
     fn endpoint(self) -> Endpoint {
         match self {
-            Route::Batch => Endpoint::Batch,
+            Route::Batch | Route::Beacon => Endpoint::Batch,
             Route::Track => Endpoint::Single(EventType::Track),
             Route::Page => Endpoint::Single(EventType::Page),
             Route::Screen => Endpoint::Single(EventType::Screen),
@@ -382,14 +456,6 @@ fn key_from_query(query: Option<&str>) -> Option<String> {
     })
 }
 
-/// Compares in time independent of where the inputs first differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A bounded label for the rejection metric, from the reason's wording.
 fn rejection_reason(error: &str) -> &'static str {
     if error.contains("keys must not") {
@@ -414,6 +480,54 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// The answer to a CORS preflight: any origin (echoed by [`cors`]), POST, the headers asked for,
+/// cached by the browser for 24 h.
+fn preflight_response() -> Response<Full<Bytes>> {
+    let mut response = empty_response(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+/// Headers a preflight allows when the browser names none.
+const DEFAULT_ALLOWED_HEADERS: &str = "authorization, content-type, content-encoding";
+
+/// Puts CORS headers on every response, errors included, so browsers let pages read why a request
+/// failed: the origin is echoed (with credentials allowed, as `*` would forbid them), and a
+/// preflight's requested headers are allowed.
+fn cors(response: &mut Response<Full<Bytes>>, origin: Option<HeaderValue>, requested: &Option<HeaderValue>) {
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = origin else {
+        return;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Retry-After"),
+    );
+    if headers.contains_key(header::ACCESS_CONTROL_MAX_AGE) {
+        let allowed = requested
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    }
 }
 
 fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
@@ -445,13 +559,6 @@ mod tests {
         assert_eq!(key_from_headers(&headers), None);
         assert_eq!(key_from_query(Some("a=1&writeKey=wk_789")).as_deref(), Some("wk_789"));
         assert_eq!(key_from_query(Some("writeKey=")), None);
-    }
-
-    #[test]
-    fn keys_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[test]

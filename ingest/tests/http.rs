@@ -1,101 +1,11 @@
 //! Ingest over real HTTP against the real NATS server: what clients send, what they are told, and
 //! what lands in the JetStream stream.
 
-use std::{net::SocketAddr, time::Duration};
+mod support;
 
-use async_nats::jetstream::{self, consumer::pull};
-use common::{event::Event, testing::TestEnv};
-use futures::StreamExt as _;
-use ingest::{App, Config, Limits};
+use ingest::Limits;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-
-const KEY: &str = "wk_test";
-
-struct TestApp {
-    addr: SocketAddr,
-    env: TestEnv,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-async fn spawn_app_with(limits: Limits) -> TestApp {
-    let env = TestEnv::new().await;
-    let config = Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        nats: env.nats.clone(),
-        write_key: KEY.to_owned(),
-        project: "proj-a".to_owned(),
-        limits,
-        publish_timeout: Duration::from_secs(5),
-        max_clock_skew: Duration::from_secs(60),
-        historical_horizon: Duration::from_secs(30 * 86_400),
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = App::build(config).await.expect("ingest starts against the real NATS");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.serve(listener, shutdown.clone()));
-    TestApp {
-        addr,
-        env,
-        http: reqwest::Client::new(),
-        shutdown,
-    }
-}
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with(Limits::default()).await
-}
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .basic_auth(KEY, Some(""))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Every event in the stream, in order.
-    async fn stored(&self, expected: usize) -> Vec<Event> {
-        let client = async_nats::connect(&self.env.nats.url).await.unwrap();
-        let js = jetstream::new(client);
-        let stream = js.get_stream(&self.env.nats.stream).await.unwrap();
-        let consumer = stream.create_consumer(pull::Config::default()).await.unwrap();
-        let mut events = Vec::new();
-        let mut messages = consumer.messages().await.unwrap();
-        while events.len() < expected {
-            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                .await
-                .expect("the events reach the stream")
-                .unwrap()
-                .unwrap();
-            events.extend(serde_json::from_slice::<Vec<Event>>(&message.payload).unwrap());
-        }
-        let info = stream.clone().info().await.unwrap().state.messages;
-        assert!(info > 0);
-        events
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn track(id: &str, user: &str, name: &str) -> Value {
-    json!({"type": "track", "event": name, "userId": user, "messageId": id, "properties": {"course_id": "c1"}})
-}
+use support::{spawn_app, spawn_app_with, track, KEY};
 
 #[tokio::test]
 async fn batch_with_one_bad_event_accepts_the_rest() {
@@ -219,7 +129,7 @@ async fn limits_are_enforced_on_both_sides_with_the_right_status() {
         max_body_bytes: 4_096,
         ..Limits::default()
     };
-    let app = spawn_app_with(limits).await;
+    let app = spawn_app_with(|config| config.limits = limits).await;
     let events = |n: usize| -> Vec<Value> { (0..n).map(|i| track(&format!("b{n}-{i}"), "u1", "login")).collect() };
 
     let at_limit = app.post("/v1/batch", &json!({"batch": events(10)})).await;

@@ -1,0 +1,83 @@
+//! Which project a write key sends events for. Keys live hashed in PostgreSQL (`common::keys`);
+//! every lookup, found or not, is cached for a short time to live in a moka cache keyed by the key's
+//! hash, so the database sees at most one query per key and TTL however hot the key, and a revoked
+//! key stops working within the TTL. An optional static key from the configuration (the bootstrap
+//! key of demos and first set-up) is checked first, in constant time, without the database.
+
+use std::{sync::Arc, time::Duration};
+
+use common::keys::{self, Scope};
+use sqlx::PgPool;
+
+use crate::error::IngestError;
+
+/// Keys cached at most; beyond it the least recently used entries go.
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// An authenticated sender: the project its events belong to and an identity for its rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub project: Arc<str>,
+    /// Stable per key and never the key itself (the stored key's id, or `static`).
+    pub key_id: Arc<str>,
+}
+
+#[derive(Clone)]
+pub struct WriteKeys {
+    /// The configured bootstrap key and its sender, if any.
+    static_key: Option<(String, Sender)>,
+    pool: PgPool,
+    /// Key hash → the sender, or `None` for an unknown or revoked key (negative entries keep
+    /// a client retrying a bad key from querying the database each time).
+    cache: moka::future::Cache<String, Option<Sender>>,
+}
+
+impl WriteKeys {
+    pub fn new(static_key: Option<(String, String)>, pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            static_key: static_key.map(|(key, project)| {
+                let sender = Sender {
+                    project: project.into(),
+                    key_id: "static".into(),
+                };
+                (key, sender)
+            }),
+            pool,
+            cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Whether a static key is configured (then ingest can serve without PostgreSQL).
+    pub fn has_static_key(&self) -> bool {
+        self.static_key.is_some()
+    }
+
+    /// The sender of `key`: 401 when it is unknown, revoked or not a write key; 503 when the
+    /// database cannot say.
+    pub async fn authenticate(&self, key: &str) -> Result<Sender, IngestError> {
+        if let Some((static_key, sender)) = &self.static_key {
+            if keys::constant_time_eq(key.as_bytes(), static_key.as_bytes()) {
+                return Ok(sender.clone());
+            }
+        }
+        let pool = &self.pool;
+        let found = self
+            .cache
+            .try_get_with(keys::hash(key), async move {
+                let found = keys::lookup(pool, key).await?;
+                Ok::<_, sqlx::Error>(found.filter(|k| k.scope == Scope::Write).map(|k| Sender {
+                    project: k.project.into(),
+                    key_id: k.id.to_string().into(),
+                }))
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot look up a write key in PostgreSQL");
+                IngestError::Unavailable("the write key cannot be verified right now".into())
+            })?;
+        found.ok_or(IngestError::Unauthorized)
+    }
+}

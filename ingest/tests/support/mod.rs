@@ -1,0 +1,240 @@
+//! What the ingest tests share: an ingest started on port 0 against the real servers in the test's
+//! own stream and database, a reader of what reached the stream, and a private NATS server a test
+//! may stop, freeze and restart without disturbing the others.
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, consumer::pull};
+use common::{event::Event, testing::TestEnv};
+use futures::StreamExt as _;
+use ingest::{App, Coalescing, Config, Limits, RateLimit};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The static (bootstrap) key every test app accepts, for project [`PROJECT`].
+pub const KEY: &str = "wk_test";
+pub const PROJECT: &str = "proj-a";
+
+pub fn config(env: &TestEnv) -> Config {
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        nats: env.nats.clone(),
+        postgres: common::config::PostgresConfig {
+            url: env.database_url.clone(),
+            max_connections: 2,
+        },
+        write_key: Some(KEY.to_owned()),
+        project: PROJECT.to_owned(),
+        key_cache_ttl: Duration::from_secs(30),
+        rate_limit: RateLimit::default(),
+        coalescing: Coalescing::default(),
+        limits: Limits::default(),
+        publish_timeout: Duration::from_secs(5),
+        max_clock_skew: Duration::from_secs(60),
+        historical_horizon: Duration::from_secs(30 * 86_400),
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub env: TestEnv,
+    pub app: App,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub served: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts ingest in this test's own stream and database, with `adjust` applied to the config.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let env = TestEnv::new().await;
+    spawn_in(env, adjust).await
+}
+
+pub async fn spawn_in(env: TestEnv, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = config(&env);
+    adjust(&mut config);
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = App::build(config).await.expect("ingest starts against the real NATS");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(app.clone().serve(listener, shutdown.clone()));
+    TestApp {
+        addr,
+        env,
+        app,
+        http: reqwest::Client::new(),
+        shutdown,
+        served,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_as(KEY, path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .basic_auth(key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The first `expected` events in the stream, in order, with the subject of each.
+    pub async fn stored(&self, expected: usize) -> Vec<Event> {
+        stored_with_subjects(&self.env, expected)
+            .await
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// Applies the migrations to this test's database (what workers and `api keys` do).
+    pub async fn migrate(&self) -> sqlx::PgPool {
+        let pool = sqlx::PgPool::connect(&self.env.database_url).await.unwrap();
+        sqlx::migrate!("../migrations").run(&pool).await.unwrap();
+        pool
+    }
+}
+
+/// The first `expected` events of `env`'s stream with the subject each came on.
+pub async fn stored_with_subjects(env: &TestEnv, expected: usize) -> Vec<(String, Event)> {
+    let client = async_nats::connect(&env.nats.url).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = js.get_stream(&env.nats.stream).await.unwrap();
+    let consumer = stream.create_consumer(pull::Config::default()).await.unwrap();
+    let mut events = Vec::new();
+    let mut messages = consumer.messages().await.unwrap();
+    while events.len() < expected {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the events reach the stream")
+            .unwrap()
+            .unwrap();
+        let subject = message.subject.to_string();
+        events.extend(
+            serde_json::from_slice::<Vec<Event>>(&message.payload)
+                .unwrap()
+                .into_iter()
+                .map(|e| (subject.clone(), e)),
+        );
+    }
+    events
+}
+
+/// Messages in `env`'s stream right now.
+pub async fn stream_messages(env: &TestEnv) -> u64 {
+    let client = async_nats::connect(&env.nats.url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(&env.nats.stream).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn track(id: &str, user: &str, name: &str) -> Value {
+    serde_json::json!({"type": "track", "event": name, "userId": user, "messageId": id, "properties": {"course_id": "c1"}})
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A nats-server of this test's own (JetStream on, its own store directory), so the test may kill,
+/// freeze and restart it. Killed on drop.
+pub struct PrivateNats {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> Self {
+        let store = std::env::temp_dir().join(format!("ingest-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&store).unwrap();
+        let mut nats = Self {
+            port: free_port(),
+            store,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the private NATS is already running");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (./scripts/services installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        common::testing::eventually("the private NATS to accept clients", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                let client = async_nats::connect(&url).await.ok()?;
+                jetstream::new(client).query_account().await.ok()
+            }
+        })
+        .await;
+    }
+
+    /// Kills the server (SIGKILL): connections drop at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is answered.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+        std::fs::remove_dir_all(&self.store).ok();
+    }
+}
