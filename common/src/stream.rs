@@ -35,6 +35,11 @@ impl Subjects {
         format!("{}.events.>", self.prefix)
     }
 
+    /// Where workers copy messages they gave up on (the dead-letter stream's subjects).
+    pub fn dead_letter(&self) -> String {
+        format!("{}.dead_letter", self.prefix)
+    }
+
     /// Where workers announce what each commit changed, for the api's cache and live streams.
     pub fn changes(&self) -> String {
         format!("{}.changes", self.prefix)
@@ -59,6 +64,23 @@ pub async fn ensure_events_stream(js: &jetstream::Context, config: &NatsConfig) 
     })
     .await
     .with_context(|| format!("cannot create or open JetStream stream {}", config.stream))
+}
+
+/// The dead-letter stream: messages workers gave up on, with the reason in their headers, kept
+/// for inspection and replay (`<events stream>_DLQ`).
+pub async fn ensure_dead_letter_stream(js: &jetstream::Context, config: &NatsConfig) -> anyhow::Result<stream::Stream> {
+    let subjects = Subjects::new(&config.subject_prefix);
+    let name = format!("{}_DLQ", config.stream);
+    js.get_or_create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects.dead_letter()],
+        storage: stream::StorageType::File,
+        max_age: config.stream_max_age * 4,
+        num_replicas: config.stream_replicas,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("cannot create or open the dead-letter stream {name}"))
 }
 
 /// Checks that a project id is a safe NATS subject token and database key: 1 to 64 of

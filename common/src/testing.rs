@@ -74,6 +74,7 @@ impl TestEnv {
         if let Ok(client) = async_nats::connect(&self.nats.url).await {
             let js = async_nats::jetstream::new(client);
             js.delete_stream(&self.nats.stream).await.ok();
+            js.delete_stream(format!("{}_DLQ", self.nats.stream)).await.ok();
         }
         if let Ok(client) = mongodb::Client::with_uri_str(&self.mongo_uri).await {
             client.database(&self.mongo_db).drop().await.ok();

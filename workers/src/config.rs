@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use chrono::NaiveDate;
 use common::config::{parse_duration, MongoConfig, NatsConfig, PostgresConfig};
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -47,10 +48,33 @@ pub struct Config {
     pub mongo_journal: bool,
 }
 
+/// `workers reconcile`: recompute the rollups of a project from MongoDB and compare.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "workers reconcile",
+    about = "Recompute every rollup from the raw MongoDB events and print each difference; exits 1 if there is one."
+)]
+pub struct ReconcileConfig {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    #[command(flatten)]
+    pub mongo: MongoConfig,
+    /// The project to check.
+    #[arg(long)]
+    pub project: String,
+    /// First day of the range (UTC), YYYY-MM-DD.
+    #[arg(long)]
+    pub from: NaiveDate,
+    /// Last day of the range (UTC), YYYY-MM-DD.
+    #[arg(long)]
+    pub to: NaiveDate,
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_setting_is_a_well_formed_flag() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+        <super::ReconcileConfig as clap::CommandFactory>::command().debug_assert();
     }
 }

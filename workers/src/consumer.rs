@@ -5,6 +5,7 @@
 //! a batch whose stores fail is negatively acknowledged with a delay and retried.
 
 use std::{
+    collections::{BTreeSet, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -15,18 +16,24 @@ use async_nats::jetstream::{
     consumer::{pull, AckPolicy, PullConsumer},
     AckKind,
 };
-use chrono::Utc;
+use chrono::{SubsecRound as _, Utc};
 use common::{
     admin::AdminState,
     event::Event,
-    stream::{ensure_events_stream, Subjects},
+    stream::{ensure_dead_letter_stream, ensure_events_stream, Subjects},
     telemetry::PrometheusHandle,
 };
 use futures::StreamExt as _;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::{changes, config::Config, rollup, store::EventStore};
+use crate::{
+    changes,
+    config::Config,
+    paths,
+    rollup::{self, Delta},
+    store::EventStore,
+};
 
 /// Delay before a failed batch is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -35,8 +42,13 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub struct App {
     config: Arc<Config>,
     nats: async_nats::Client,
+    js: jetstream::Context,
     consumer: PullConsumer,
     store: EventStore,
+    /// MongoDB `student_learning_paths`.
+    paths: mongodb::Collection<mongodb::bson::Document>,
+    /// Where poison messages are copied, in the dead-letter stream.
+    dead_letter_subject: String,
     mongo: mongodb::Database,
     pool: sqlx::PgPool,
     changes_subject: String,
@@ -86,13 +98,20 @@ impl App {
             )
             .await
             .with_context(|| format!("cannot create or open the durable consumer {}", config.consumer))?;
-        let changes_subject = Subjects::new(&config.nats.subject_prefix).changes();
+        let subjects = Subjects::new(&config.nats.subject_prefix);
+        ensure_dead_letter_stream(&js, &config.nats).await?;
+        let changes_subject = subjects.changes();
+        let dead_letter_subject = subjects.dead_letter();
+        let paths = mongo.collection("student_learning_paths");
         tracing::info!(stream = %config.nats.stream, consumer = %config.consumer, mongo_db = %config.mongo.db, "workers ready");
         Ok(Self {
             config: Arc::new(config),
             nats,
+            js,
             consumer,
             store,
+            paths,
+            dead_letter_subject,
             mongo,
             pool,
             changes_subject,
@@ -127,6 +146,11 @@ impl App {
     /// Consumes until `shutdown` is cancelled; the batch in flight is finished first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pending = tokio::spawn(report_pending(self.consumer.clone(), shutdown.clone()));
+        let prune = tokio::spawn(prune_ledger(
+            self.pool.clone(),
+            self.config.nats.stream_max_age,
+            shutdown.clone(),
+        ));
         while !shutdown.is_cancelled() {
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -142,6 +166,7 @@ impl App {
             }
         }
         pending.abort();
+        prune.abort();
         self.nats.flush().await.ok();
         tracing::info!("workers stopped");
         Ok(())
@@ -173,70 +198,185 @@ impl App {
 
     async fn process(&self, messages: Vec<jetstream::Message>) {
         let started = Instant::now();
-        let mut events: Vec<Event> = Vec::new();
-        let mut good = Vec::with_capacity(messages.len());
+        let mut batch: Vec<(jetstream::Message, String, Vec<Event>)> = Vec::with_capacity(messages.len());
         for message in messages {
-            if message.info().is_ok_and(|info| info.delivered > 1) {
+            let info = message
+                .info()
+                .ok()
+                .map(|info| (info.stream.to_owned(), info.stream_sequence, info.delivered));
+            if info.as_ref().is_some_and(|(_, _, delivered)| *delivered > 1) {
                 metrics::counter!("workers_redeliveries_total").increment(1);
             }
+            let key = message_key(&message, info.as_ref().map(|(stream, seq, _)| (stream.as_str(), *seq)));
             let mut payload = message.payload.to_vec();
             match simd_json::serde::from_slice::<Vec<Event>>(&mut payload) {
-                Ok(decoded) => {
-                    events.extend(decoded);
-                    good.push(message);
+                Ok(mut events) => {
+                    events.iter_mut().for_each(to_millis);
+                    batch.push((message, key, events));
                 }
-                Err(error) => {
-                    metrics::counter!("workers_poison_messages_total", "reason" => "undecodable").increment(1);
-                    tracing::error!(%error, subject = %message.subject, "undecodable message; terminating it");
-                    if let Err(error) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(%error, "cannot terminate a message");
-                    }
-                }
+                Err(error) => self.dead_letter(&message, "undecodable", &error.to_string()).await,
             }
         }
-        match self.store_and_roll_up(&events).await {
+        let events = batch.iter().map(|(_, _, events)| events.len()).sum::<usize>();
+        match self.store_and_roll_up(&batch).await {
             Ok(touched) => {
-                for message in &good {
+                for (message, _, _) in &batch {
                     if let Err(error) = message.ack().await {
                         // The work is durable and idempotent: a redelivery only costs time.
                         tracing::warn!(%error, "ack failed; the message will be redelivered");
                     }
                 }
-                metrics::counter!("workers_messages_processed_total").increment(good.len() as u64);
+                metrics::counter!("workers_messages_processed_total").increment(batch.len() as u64);
                 let now = Utc::now();
                 let lag = metrics::histogram!("workers_end_to_end_lag_seconds");
-                for event in &events {
-                    lag.record((now - event.received_at).num_milliseconds().max(0) as f64 / 1_000.0);
+                for (_, _, events) in &batch {
+                    for event in events {
+                        lag.record((now - event.received_at).num_milliseconds().max(0) as f64 / 1_000.0);
+                    }
                 }
                 changes::publish(&self.nats, &self.changes_subject, &touched).await;
             }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    messages = good.len(),
+                    messages = batch.len(),
                     "batch failed; it will be redelivered"
                 );
                 metrics::counter!("workers_batch_failures_total").increment(1);
-                for message in &good {
-                    message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await.ok();
+                for (message, _, _) in &batch {
+                    let exhausted = message
+                        .info()
+                        .is_ok_and(|info| info.delivered >= self.config.max_deliveries);
+                    if exhausted {
+                        self.dead_letter(message, "max_deliveries", &format!("{error:#}")).await;
+                    } else {
+                        message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await.ok();
+                    }
                 }
             }
         }
         metrics::histogram!("workers_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("workers_batch_events_size").record(events.len() as f64);
+        metrics::histogram!("workers_batch_events_size").record(events as f64);
     }
 
-    async fn store_and_roll_up(&self, events: &[Event]) -> anyhow::Result<Vec<rollup::Touched>> {
-        let inserted = self.store.insert(events).await?;
+    /// Stores every event, then in one transaction claims the messages not yet applied and rolls up
+    /// the events they own; then refreshes the learning paths the batch touched.
+    async fn store_and_roll_up(
+        &self,
+        batch: &[(jetstream::Message, String, Vec<Event>)],
+    ) -> anyhow::Result<Vec<rollup::Touched>> {
+        let flat: Vec<(&Event, &str)> = batch
+            .iter()
+            .flat_map(|(_, key, events)| events.iter().map(move |event| (event, key.as_str())))
+            .collect();
+        let inserted = self.store.insert(&flat).await?;
         metrics::counter!("workers_events_stored_total").increment(inserted.stored as u64);
         metrics::counter!("workers_events_duplicate_total").increment(inserted.duplicates as u64);
+
         let started = Instant::now();
-        let touched = rollup::apply(&self.pool, events)
+        let keys: Vec<&str> = batch.iter().map(|(_, key, _)| key.as_str()).collect();
+        let mut tx = self.pool.begin().await.context("cannot begin the rollup transaction")?;
+        let claimed: HashSet<String> = sqlx::query_scalar(
+            "insert into applied_messages (message_key) select unnest($1::text[])
+             on conflict do nothing returning message_key",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .context("cannot claim the batch's messages")?
+        .into_iter()
+        .collect();
+        let counted = flat
+            .iter()
+            .zip(&inserted.owners)
+            .filter(|((_, key), owner)| owner.as_str() == *key && claimed.contains(*key))
+            .map(|((event, _), _)| *event);
+        let delta = Delta::from_events(counted);
+        rollup::apply(&mut tx, &delta)
             .await
-            .context("rollup transaction failed")?;
+            .context("cannot apply the rollups")?;
+        tx.commit().await.context("cannot commit the rollups")?;
         metrics::histogram!("workers_rollup_commit_duration_seconds").record(started.elapsed().as_secs_f64());
-        Ok(touched)
+
+        let lessons: BTreeSet<(String, String, String)> = flat
+            .iter()
+            .filter(|(event, _)| {
+                matches!(
+                    event.event.as_str(),
+                    "lesson_started" | "lesson_completed" | "video_progress"
+                )
+            })
+            .filter_map(|(event, _)| {
+                let course = event
+                    .properties
+                    .get("course_id")
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))?;
+                Some((event.project.clone(), event.user_key().to_owned(), course))
+            })
+            .collect();
+        paths::refresh(&self.pool, &self.paths, &lessons).await?;
+        Ok(delta.touched())
     }
+
+    /// Copies a message that will never succeed to the dead-letter stream with the reason, then
+    /// terminates it so it no longer blocks anything.
+    async fn dead_letter(&self, message: &jetstream::Message, reason: &'static str, detail: &str) {
+        metrics::counter!("workers_poison_messages_total", "reason" => reason).increment(1);
+        tracing::error!(reason, detail, subject = %message.subject, "giving up on a message; moving it to the dead-letter stream");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Dead-Letter-Reason", reason);
+        headers.insert(
+            "Dead-Letter-Detail",
+            detail.chars().take(512).collect::<String>().as_str(),
+        );
+        headers.insert("Dead-Letter-Subject", message.subject.as_str());
+        let published = match self
+            .js
+            .publish_with_headers(self.dead_letter_subject.clone(), headers, message.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = published {
+            // Not terminated: it is redelivered and given up on again, until the copy succeeds.
+            tracing::warn!(%error, "cannot copy a message to the dead-letter stream");
+            return;
+        }
+        if let Err(error) = message.ack_with(AckKind::Term).await {
+            tracing::warn!(%error, "cannot terminate a message");
+        }
+    }
+}
+
+/// The ledger key of a message: the `Nats-Msg-Id` ingest gave it (unique across streams, and the
+/// same for a republished copy, which carries the same events), else its stream and sequence.
+fn message_key(message: &jetstream::Message, position: Option<(&str, u64)>) -> String {
+    if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+        return format!("id:{}", id.as_str());
+    }
+    match position {
+        Some((stream, sequence)) => format!("seq:{stream}:{sequence}"),
+        None => format!("seq:unknown:{}", uuid_like(&message.payload)),
+    }
+}
+
+/// A stable fallback key from the payload bytes (FNV-1a), for a message without metadata.
+fn uuid_like(payload: &[u8]) -> String {
+    let hash = payload.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Times at the millisecond precision MongoDB keeps, so that rollups recomputed from the stored
+/// events (reconcile) see exactly the times the incremental path saw.
+fn to_millis(event: &mut Event) {
+    let trim = |t: chrono::DateTime<Utc>| t.trunc_subsecs(3);
+    event.ts = trim(event.ts);
+    event.received_at = trim(event.received_at);
+    event.timestamp = event.timestamp.map(trim);
+    event.sent_at = event.sent_at.map(trim);
 }
 
 /// Publishes the consumer's pending count as a gauge every few seconds.
@@ -247,6 +387,28 @@ async fn report_pending(mut consumer: PullConsumer, shutdown: CancellationToken)
         if let Ok(info) = consumer.info().await {
             metrics::gauge!("workers_consumer_pending_messages").set(info.num_pending as f64);
             metrics::gauge!("workers_consumer_ack_pending_messages").set(info.num_ack_pending as f64);
+        }
+    }
+}
+
+/// Deletes ledger rows of messages the stream can no longer redeliver (older than its max age,
+/// plus a day), every ten minutes.
+async fn prune_ledger(pool: sqlx::PgPool, max_age: Duration, shutdown: CancellationToken) {
+    let keep = max_age + Duration::from_secs(86_400);
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    while !shutdown.is_cancelled() {
+        tick.tick().await;
+        let cutoff = Utc::now() - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+        match sqlx::query("delete from applied_messages where applied_at < $1")
+            .bind(cutoff)
+            .execute(&pool)
+            .await
+        {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::info!(rows = done.rows_affected(), "pruned the message ledger")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot prune the message ledger"),
         }
     }
 }

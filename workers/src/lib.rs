@@ -6,11 +6,14 @@ mod changes;
 mod config;
 mod consumer;
 pub mod instruments;
-mod rollup;
-mod store;
+mod paths;
+pub mod reconcile;
+pub mod rollup;
+pub mod store;
 
-pub use config::Config;
+pub use config::{Config, ReconcileConfig};
 pub use consumer::App;
+pub use reconcile::{reconcile, Difference};
 
 /// The PostgreSQL schema, applied by workers at startup (and by tests).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -98,6 +98,11 @@ async fn resent_events_are_stored_and_counted_once_and_poison_blocks_nothing() {
             }
         })
         .await;
+    let logins: i64 = sqlx::query_scalar("select sum(events)::bigint from daily_event_counts where project = 'p1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(logins, 4, "the resent message counted nothing");
     assert_eq!(
         dau,
         [
@@ -127,6 +132,18 @@ async fn resent_events_are_stored_and_counted_once_and_poison_blocks_nothing() {
             "missing index {index}: {indexes:?}"
         );
     }
+
+    // The poison message is in the dead-letter stream, with the reason.
+    let dead = js.get_stream(format!("{}_DLQ", env.nats.stream)).await.unwrap();
+    let copy = dead
+        .get_raw_message(1)
+        .await
+        .expect("the poison message was dead-lettered");
+    assert_eq!(&copy.payload[..], b"{not json");
+    assert_eq!(
+        copy.headers.get("Dead-Letter-Reason").map(|v| v.as_str()),
+        Some("undecodable")
+    );
 
     // A change notification names what the commits touched.
     let change = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut changes))

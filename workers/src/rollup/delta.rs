@@ -1,0 +1,420 @@
+//! What events add to each rollup, as plain data. Keys are tuples in the order of the tables'
+//! primary keys, so iterating a map visits rows in key order (which also keeps concurrent
+//! transactions locking rows in one order).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use common::event::Event;
+use serde_json::Value;
+
+/// Per (course, day) counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CourseDay {
+    pub views: i64,
+    pub interactions: i64,
+    pub enrollments: i64,
+    pub lesson_completions: i64,
+    pub course_completions: i64,
+    pub time_spent_s: i64,
+}
+
+/// Per (course, learner): earliest enrolment and completion, activity bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enrollment {
+    pub enrolled_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub first_activity_at: DateTime<Utc>,
+    pub last_accessed_at: DateTime<Utc>,
+}
+
+/// Per (learner, course, lesson).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lesson {
+    pub module_id: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub time_spent_s: i64,
+    pub video_percent: Option<f64>,
+    pub last_accessed_at: DateTime<Utc>,
+}
+
+/// Per (learner, quiz).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quiz {
+    pub course_id: Option<String>,
+    pub attempts: i64,
+    pub score_pct_sum: f64,
+    pub passed: bool,
+}
+
+/// Per (learner, badge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Badge {
+    pub points: i64,
+    pub earned_at: DateTime<Utc>,
+}
+
+/// Per learner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserTotals {
+    pub learning_time_s: i64,
+    pub events: i64,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// A course catalog entry from a `course_published` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub title: Option<String>,
+    pub total_lessons: Option<i32>,
+    pub instructor_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a set of events adds to every rollup.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Delta {
+    /// (project, day, user): daily active users.
+    pub active: BTreeSet<(String, NaiveDate, String)>,
+    /// (project, day, event) → events.
+    pub event_counts: BTreeMap<(String, NaiveDate, String), i64>,
+    /// (project, day, page) → page views.
+    pub page_views: BTreeMap<(String, NaiveDate, String), i64>,
+    /// (project, course, day) → counters.
+    pub course_days: BTreeMap<(String, String, NaiveDate), CourseDay>,
+    /// (project, course, day, user) → viewed the course that day.
+    pub course_users: BTreeMap<(String, String, NaiveDate, String), bool>,
+    /// (project, course, day, module) → lesson completions.
+    pub module_completions: BTreeMap<(String, String, NaiveDate, String), i64>,
+    /// (project, course, user).
+    pub enrollments: BTreeMap<(String, String, String), Enrollment>,
+    /// (project, user, course, lesson).
+    pub lessons: BTreeMap<(String, String, String, String), Lesson>,
+    /// (project, user, quiz).
+    pub quizzes: BTreeMap<(String, String, String), Quiz>,
+    /// (project, user, badge).
+    pub badges: BTreeMap<(String, String, String), Badge>,
+    /// (project, user).
+    pub users: BTreeMap<(String, String), UserTotals>,
+    /// (project, course).
+    pub catalog: BTreeMap<(String, String), CatalogEntry>,
+}
+
+/// A property as an id: strings as they are, integers printed (SDKs of typed languages send them).
+fn id(event: &Event, name: &str) -> Option<String> {
+    match event.properties.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(event: &Event, name: &str) -> Option<f64> {
+    match event.properties.get(name)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Seconds as a whole non-negative number (negative or absurd values count as zero).
+fn seconds(event: &Event, name: &str) -> i64 {
+    number(event, name)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map_or(0, |s| s.round() as i64)
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Delta {
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut delta = Delta::default();
+        for event in events {
+            delta.add(event);
+        }
+        delta
+    }
+
+    /// Adds one event to every rollup it concerns (CONTRACT.md §5–§6).
+    pub fn add(&mut self, event: &Event) {
+        let project = &event.project;
+        let user = event.user_key().to_owned();
+        let (day, ts, name) = (event.day, event.ts, event.event.as_str());
+        self.active.insert((project.clone(), day, user.clone()));
+        *self
+            .event_counts
+            .entry((project.clone(), day, name.to_owned()))
+            .or_default() += 1;
+        if name == "page_view" {
+            if let Some(Value::String(page)) = event.properties.get("page") {
+                *self.page_views.entry((project.clone(), day, page.clone())).or_default() += 1;
+            }
+        }
+        let learning_time = if name == "lesson_completed" {
+            seconds(event, "time_spent_s")
+        } else {
+            0
+        };
+        let totals = self.users.entry((project.clone(), user.clone())).or_insert(UserTotals {
+            learning_time_s: 0,
+            events: 0,
+            first_seen_at: ts,
+            last_activity_at: ts,
+        });
+        totals.learning_time_s += learning_time;
+        totals.events += 1;
+        totals.first_seen_at = totals.first_seen_at.min(ts);
+        totals.last_activity_at = totals.last_activity_at.max(ts);
+
+        if name == "badge_earned" {
+            if let Some(badge) = id(event, "badge_id") {
+                let points = number(event, "points")
+                    .filter(|p| p.is_finite())
+                    .map_or(0, |p| p.round() as i64);
+                let entry = self
+                    .badges
+                    .entry((project.clone(), user.clone(), badge))
+                    .or_insert(Badge { points, earned_at: ts });
+                if ts < entry.earned_at {
+                    *entry = Badge { points, earned_at: ts };
+                }
+            }
+        }
+
+        let Some(course) = id(event, "course_id") else { return };
+        if name == "course_published" {
+            let entry = CatalogEntry {
+                title: event.properties.get("title").and_then(Value::as_str).map(str::to_owned),
+                total_lessons: number(event, "total_lessons")
+                    .and_then(|n| i32::try_from(n as i64).ok())
+                    .filter(|n| *n > 0),
+                instructor_id: id(event, "instructor_id"),
+                updated_at: ts,
+            };
+            let key = (project.clone(), course);
+            if self.catalog.get(&key).is_none_or(|current| current.updated_at <= ts) {
+                self.catalog.insert(key, entry);
+            }
+            return;
+        }
+        let viewed = name == "course_viewed";
+        let counters = self
+            .course_days
+            .entry((project.clone(), course.clone(), day))
+            .or_default();
+        match name {
+            "course_viewed" => counters.views += 1,
+            "course_enrolled" => counters.enrollments += 1,
+            "lesson_completed" => counters.lesson_completions += 1,
+            "course_completed" => counters.course_completions += 1,
+            _ => {}
+        }
+        if !viewed {
+            counters.interactions += 1;
+        }
+        counters.time_spent_s += learning_time;
+        *self
+            .course_users
+            .entry((project.clone(), course.clone(), day, user.clone()))
+            .or_default() |= viewed;
+
+        let enrollment = self
+            .enrollments
+            .entry((project.clone(), course.clone(), user.clone()))
+            .or_insert(Enrollment {
+                enrolled_at: None,
+                completed_at: None,
+                first_activity_at: ts,
+                last_accessed_at: ts,
+            });
+        enrollment.first_activity_at = enrollment.first_activity_at.min(ts);
+        enrollment.last_accessed_at = enrollment.last_accessed_at.max(ts);
+        if name == "course_enrolled" {
+            enrollment.enrolled_at = earliest(enrollment.enrolled_at, Some(ts));
+        }
+        if name == "course_completed" {
+            enrollment.completed_at = earliest(enrollment.completed_at, Some(ts));
+        }
+
+        if matches!(name, "lesson_started" | "lesson_completed" | "video_progress") {
+            if let Some(lesson) = id(event, "lesson_id") {
+                let module = id(event, "module_id");
+                if name == "lesson_completed" {
+                    if let Some(module) = &module {
+                        *self
+                            .module_completions
+                            .entry((project.clone(), course.clone(), day, module.clone()))
+                            .or_default() += 1;
+                    }
+                }
+                let entry = self
+                    .lessons
+                    .entry((project.clone(), user.clone(), course.clone(), lesson))
+                    .or_insert(Lesson {
+                        module_id: None,
+                        completed_at: None,
+                        time_spent_s: 0,
+                        video_percent: None,
+                        last_accessed_at: ts,
+                    });
+                // The greatest module id wins, so the result does not depend on event order.
+                entry.module_id = entry.module_id.take().max(module);
+                entry.last_accessed_at = entry.last_accessed_at.max(ts);
+                if name == "lesson_completed" {
+                    entry.completed_at = earliest(entry.completed_at, Some(ts));
+                    entry.time_spent_s += learning_time;
+                }
+                if name == "video_progress" {
+                    if let Some(percent) = number(event, "percent").filter(|p| p.is_finite()) {
+                        let percent = percent.clamp(0.0, 100.0);
+                        entry.video_percent = Some(entry.video_percent.map_or(percent, |p| p.max(percent)));
+                    }
+                }
+            }
+        }
+
+        if name == "quiz_submitted" {
+            if let Some(quiz) = id(event, "quiz_id") {
+                let max = number(event, "max_score")
+                    .filter(|m| m.is_finite() && *m > 0.0)
+                    .unwrap_or(100.0);
+                let score = number(event, "score").filter(|s| s.is_finite()).unwrap_or(0.0);
+                let passed = event.properties.get("passed").and_then(Value::as_bool).unwrap_or(false);
+                let entry = self.quizzes.entry((project.clone(), user, quiz)).or_insert(Quiz {
+                    course_id: Some(course),
+                    attempts: 0,
+                    score_pct_sum: 0.0,
+                    passed: false,
+                });
+                entry.attempts += 1;
+                entry.score_pct_sum += (score / max * 100.0).clamp(0.0, 100.0);
+                entry.passed |= passed;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(user: &str, name: &str, ts: &str, properties: Value) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "project": "p", "message_id": format!("{user}-{name}-{ts}"), "type": "track", "event": name,
+            "user_id": user, "ts": ts, "day": &ts[..10], "received_at": ts, "properties": properties,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn course_events_feed_the_course_the_learner_and_the_lesson() {
+        let events = [
+            event(
+                "u1",
+                "course_viewed",
+                "2026-03-01T10:00:00Z",
+                serde_json::json!({"course_id": "c1"}),
+            ),
+            event(
+                "u1",
+                "course_enrolled",
+                "2026-03-01T10:05:00Z",
+                serde_json::json!({"course_id": "c1"}),
+            ),
+            event(
+                "u1",
+                "lesson_completed",
+                "2026-03-02T10:00:00Z",
+                serde_json::json!({"course_id": "c1", "module_id": "m1", "lesson_id": "l1", "time_spent_s": 300}),
+            ),
+            event(
+                "u1",
+                "lesson_completed",
+                "2026-03-01T09:00:00Z",
+                serde_json::json!({"course_id": "c1", "module_id": "m1", "lesson_id": "l1", "time_spent_s": 60}),
+            ),
+            event(
+                "u1",
+                "quiz_submitted",
+                "2026-03-02T11:00:00Z",
+                serde_json::json!({"course_id": "c1", "quiz_id": "q1", "score": 8, "max_score": 10, "passed": true}),
+            ),
+            event(
+                "u1",
+                "badge_earned",
+                "2026-03-02T12:00:00Z",
+                serde_json::json!({"badge_id": "b1", "points": 50}),
+            ),
+            event(
+                "u2",
+                "course_viewed",
+                "2026-03-01T11:00:00Z",
+                serde_json::json!({"course_id": 7}),
+            ),
+        ];
+        let delta = Delta::from_events(&events);
+        let day1 = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let c1 = delta.course_days[&("p".into(), "c1".into(), day1)];
+        assert_eq!(
+            (
+                c1.views,
+                c1.interactions,
+                c1.enrollments,
+                c1.lesson_completions,
+                c1.time_spent_s
+            ),
+            (1, 2, 1, 1, 60)
+        );
+        assert!(delta.course_users[&("p".into(), "c1".into(), day1, "u1".into())]);
+        assert!(
+            delta.course_days.contains_key(&("p".into(), "7".into(), day1)),
+            "numeric ids become strings"
+        );
+        let lesson = &delta.lessons[&("p".into(), "u1".into(), "c1".into(), "l1".into())];
+        assert_eq!(lesson.time_spent_s, 360);
+        assert_eq!(
+            lesson.completed_at.unwrap().to_rfc3339(),
+            "2026-03-01T09:00:00+00:00",
+            "the earliest completion wins"
+        );
+        let quiz = &delta.quizzes[&("p".into(), "u1".into(), "q1".into())];
+        assert_eq!((quiz.attempts, quiz.score_pct_sum, quiz.passed), (1, 80.0, true));
+        assert_eq!(delta.users[&("p".into(), "u1".into())].learning_time_s, 360);
+        assert_eq!(delta.badges[&("p".into(), "u1".into(), "b1".into())].points, 50);
+        assert_eq!(delta.active.len(), 3);
+        assert_eq!(delta.module_completions.values().sum::<i64>(), 2);
+    }
+
+    #[test]
+    fn the_delta_of_a_union_is_the_same_whichever_way_the_events_are_split() {
+        let events: Vec<Event> = (0..20)
+            .map(|i| {
+                let ts = format!("2026-03-{:02}T10:00:00Z", 1 + i % 5);
+                event(
+                    &format!("u{}", i % 3),
+                    if i % 2 == 0 {
+                        "lesson_completed"
+                    } else {
+                        "course_viewed"
+                    },
+                    &ts,
+                    serde_json::json!({"course_id": "c1", "lesson_id": format!("l{}", i % 4), "time_spent_s": i}),
+                )
+            })
+            .collect();
+        let whole = Delta::from_events(&events);
+        let mut reversed = Delta::from_events(events.iter().rev());
+        assert_eq!(whole, reversed);
+        reversed = Delta::default();
+        for event in events.iter().step_by(2).chain(events.iter().skip(1).step_by(2)) {
+            reversed.add(event);
+        }
+        assert_eq!(whole, reversed);
+    }
+}
