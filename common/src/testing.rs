@@ -174,3 +174,207 @@ mod tests {
         );
     }
 }
+
+/// A binary of this workspace: `cargo test --workspace` builds every binary next to the folder of
+/// the test executable.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let mut path = std::env::current_exe().expect("test executable path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.join(name)
+}
+
+/// A free loopback address (bound and released; good enough for tests).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A running process of one of this workspace's binaries, killed if the test ends without
+/// stopping it.
+pub struct Service {
+    pub name: String,
+    child: std::process::Child,
+}
+
+impl Service {
+    /// Starts `name` with exactly `env` (plus `PATH`); warnings and errors go to the test's stderr.
+    pub fn start(name: &str, env: &[(&str, String)]) -> Self {
+        let mut command = std::process::Command::new(workspace_binary(name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} at {}: {e}", workspace_binary(name).display()));
+        Self {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "cannot signal {}", self.name);
+    }
+
+    /// Waits up to `deadline` for the process to exit and returns how it did.
+    pub fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "{} did not exit within {deadline:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and expects a clean exit within 10 s.
+    pub fn stop(mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(10));
+        assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A TCP proxy in front of a real server that a test can cut (every open connection is dropped
+/// and new ones are closed at once, as when the server is down) and restore: outages of the
+/// shared PostgreSQL or MongoDB server for one test, without stopping them for the others.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a proxy port");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let (up, watch) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut state = watch.clone();
+                if !*state.borrow() {
+                    continue; // Refused: dropped at once.
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, task }
+    }
+
+    /// The server becomes unreachable: open connections drop, new ones are closed.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A private `nats-server` with JetStream on a free port and its own store, for tests that stop
+/// and restart NATS itself.
+pub struct PrivateNats {
+    pub url: String,
+    port: u16,
+    store: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> Self {
+        let port = free_addr().port();
+        let store = std::env::temp_dir().join(format!("nats-test-{}", uuid::Uuid::new_v4().simple()));
+        let mut nats = Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// Stops the server (SIGTERM, as an operator would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts the server again on the same port and store, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (./scripts/services up installs it)");
+        self.child = Some(child);
+        let url = self.url.clone();
+        eventually("the private nats-server to answer", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move { async_nats::connect(&url).await.ok().map(drop) }
+        })
+        .await;
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(&self.store).ok();
+    }
+}

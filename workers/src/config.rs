@@ -46,6 +46,21 @@ pub struct Config {
     /// Whether MongoDB must journal raw events before acknowledging them.
     #[arg(long = "mongo-journal", env = "WORKERS_MONGO_JOURNAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub mongo_journal: bool,
+    /// Fault testing only: abort the process at this point of the first batch that has events,
+    /// as a kill -9 at that instruction would.
+    #[arg(long = "failpoint", env = "WORKERS_FAILPOINT", hide = true, value_enum)]
+    pub failpoint: Option<Failpoint>,
+}
+
+/// Where `--failpoint` aborts the process.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failpoint {
+    /// After the MongoDB insert, before the PostgreSQL transaction.
+    AfterStore,
+    /// After the PostgreSQL commit, before the learning paths and the acks.
+    AfterCommit,
+    /// After acknowledging the first message of the batch, before the others.
+    BetweenAcks,
 }
 
 /// `workers reconcile`: recompute the rollups of a project from MongoDB and compare.

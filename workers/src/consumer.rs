@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     changes,
-    config::Config,
+    config::{Config, Failpoint},
     paths,
     rollup::{self, Delta},
     store::EventStore,
@@ -220,7 +220,10 @@ impl App {
         let events = batch.iter().map(|(_, _, events)| events.len()).sum::<usize>();
         match self.store_and_roll_up(&batch).await {
             Ok(touched) => {
-                for (message, _, _) in &batch {
+                for (n, (message, _, _)) in batch.iter().enumerate() {
+                    if n == 1 {
+                        self.failpoint(Failpoint::BetweenAcks, events);
+                    }
                     if let Err(error) = message.ack().await {
                         // The work is durable and idempotent: a redelivery only costs time.
                         tracing::warn!(%error, "ack failed; the message will be redelivered");
@@ -270,6 +273,7 @@ impl App {
             .flat_map(|(_, key, events)| events.iter().map(move |event| (event, key.as_str())))
             .collect();
         let inserted = self.store.insert(&flat).await?;
+        self.failpoint(Failpoint::AfterStore, flat.len());
         metrics::counter!("workers_events_stored_total").increment(inserted.stored as u64);
         metrics::counter!("workers_events_duplicate_total").increment(inserted.duplicates as u64);
 
@@ -296,6 +300,7 @@ impl App {
             .await
             .context("cannot apply the rollups")?;
         tx.commit().await.context("cannot commit the rollups")?;
+        self.failpoint(Failpoint::AfterCommit, flat.len());
         metrics::histogram!("workers_rollup_commit_duration_seconds").record(started.elapsed().as_secs_f64());
 
         let lessons: BTreeSet<(String, String, String)> = flat
@@ -316,6 +321,14 @@ impl App {
             .collect();
         paths::refresh(&self.pool, &self.paths, &lessons).await?;
         Ok(delta.touched())
+    }
+
+    /// Aborts the process here if `--failpoint` names this point and the batch has events.
+    fn failpoint(&self, here: Failpoint, events: usize) {
+        if self.config.failpoint == Some(here) && events > 0 {
+            tracing::error!(failpoint = ?here, events, "failpoint reached; aborting");
+            std::process::abort();
+        }
     }
 
     /// Copies a message that will never succeed to the dead-letter stream with the reason, then

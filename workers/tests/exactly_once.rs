@@ -2,17 +2,15 @@
 //! the MongoDB insert and the PostgreSQL commit, every event is stored once and counted once, and
 //! `reconcile` (which recomputes everything from MongoDB) finds no difference.
 
+mod support;
+
 use std::time::Duration;
 
-use async_nats::jetstream;
 use clap::Parser as _;
-use common::{
-    event::Event,
-    stream::{ensure_events_stream, Subjects},
-    testing::{eventually, TestEnv},
-};
+use common::{event::Event, testing::TestEnv};
 use mongodb::bson::{doc, Document};
-use serde_json::{json, Value};
+use serde_json::Value;
+use support::{drained, event, reconcile, stored, Publisher};
 use tokio_util::sync::CancellationToken;
 
 fn config(env: &TestEnv) -> workers::Config {
@@ -50,94 +48,6 @@ async fn start_worker(env: &TestEnv) -> CancellationToken {
     shutdown
 }
 
-/// A varied learning event of project `p1`.
-fn event(id: &str, user: &str, day: u32, kind: usize) -> Value {
-    let ts = format!("2026-03-{day:02}T{:02}:00:00Z", 8 + kind % 12);
-    let (name, properties) = match kind % 6 {
-        0 => ("course_viewed", json!({"course_id": "c1"})),
-        1 => ("course_enrolled", json!({"course_id": "c1"})),
-        2 => (
-            "lesson_completed",
-            json!({"course_id": "c1", "module_id": "m1", "lesson_id": format!("l{}", kind % 4), "time_spent_s": 60 + kind}),
-        ),
-        3 => (
-            "quiz_submitted",
-            json!({"course_id": "c1", "quiz_id": "q1", "score": kind % 10, "max_score": 10, "passed": kind % 10 > 5}),
-        ),
-        4 => (
-            "badge_earned",
-            json!({"badge_id": format!("b{}", kind % 3), "points": 10}),
-        ),
-        _ => ("page_view", json!({"page": "/home"})),
-    };
-    json!({"project": "p1", "message_id": id, "type": "track", "event": name, "user_id": user, "ts": ts,
-           "day": &ts[..10], "received_at": "2026-03-20T00:00:00Z", "properties": properties})
-}
-
-struct Publisher {
-    js: jetstream::Context,
-    subject: String,
-}
-
-impl Publisher {
-    async fn new(env: &TestEnv) -> Self {
-        let client = async_nats::connect(&env.nats.url).await.unwrap();
-        let js = jetstream::new(client);
-        ensure_events_stream(&js, &env.nats).await.unwrap();
-        Self {
-            js,
-            subject: Subjects::new(&env.nats.subject_prefix).events("p1"),
-        }
-    }
-
-    async fn publish(&self, msg_id: &str, events: &[Value]) {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id);
-        let payload = serde_json::to_vec(events).unwrap();
-        self.js
-            .publish_with_headers(self.subject.clone(), headers, payload.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-}
-
-/// Waits until the durable consumer has nothing pending or unacknowledged.
-async fn drained(env: &TestEnv) {
-    let client = async_nats::connect(&env.nats.url).await.unwrap();
-    let js = jetstream::new(client);
-    eventually("the workers to drain the stream", Duration::from_secs(60), || {
-        let js = js.clone();
-        let stream = env.nats.stream.clone();
-        async move {
-            let mut consumer: jetstream::consumer::PullConsumer =
-                js.get_stream(&stream).await.ok()?.get_consumer("workers").await.ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
-    .await;
-}
-
-async fn reconcile(env: &TestEnv) -> Vec<workers::Difference> {
-    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
-    let store = workers::store::EventStore::new(&mongo.database(&env.mongo_db), "1", false);
-    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
-    workers::reconcile(&pool, &store, "p1", day(1), day(31)).await.unwrap()
-}
-
-async fn stored(env: &TestEnv) -> u64 {
-    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
-    mongo
-        .database(&env.mongo_db)
-        .collection::<Document>("events")
-        .count_documents(doc! {})
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_interrupted_batch_and_an_applied_redelivery_are_each_counted_exactly_once() {
     let env = TestEnv::new().await;
@@ -159,7 +69,7 @@ async fn an_interrupted_batch_and_an_applied_redelivery_are_each_counted_exactly
     // Another worker committed message "done" and died before acknowledging it.
     let done: Vec<Value> = (0..6).map(|i| event(&format!("d{i}"), "u2", 2, i)).collect();
     publisher.publish("done", &done).await;
-    drained(&env).await;
+    drained(&env, Duration::from_secs(60)).await;
     let before: i64 = sqlx::query_scalar("select sum(events)::bigint from daily_event_counts")
         .fetch_one(&pool)
         .await
@@ -177,7 +87,7 @@ async fn an_interrupted_batch_and_an_applied_redelivery_are_each_counted_exactly
     let resent_done: Vec<Value> = done.clone();
     publisher.publish("done-again", &resent_done).await;
     publisher.publish("client-resend", &crashed[..2]).await;
-    drained(&env).await;
+    drained(&env, Duration::from_secs(60)).await;
 
     let counts: Vec<(String, i64)> =
         sqlx::query_as("select day::text || ' ' || event, events from daily_event_counts order by 1")
@@ -216,26 +126,10 @@ async fn two_workers_racing_on_one_stream_with_client_resends_count_every_event_
     let publisher = Publisher::new(&env).await;
     let first = start_worker(&env).await;
     let second = start_worker(&env).await;
-    let events: Vec<Value> = (0..600)
-        .map(|i| event(&format!("e{i}"), &format!("u{}", i % 37), 1 + (i % 20) as u32, i))
-        .collect();
-    for (n, chunk) in events.chunks(10).enumerate() {
-        publisher.publish(&format!("m{n}"), chunk).await;
-        if n % 3 == 0 {
-            // The client did not hear back and sent the same events again.
-            publisher.publish(&format!("m{n}-retry"), chunk).await;
-        }
-    }
-    drained(&env).await;
-    assert_eq!(stored(&env).await, 600);
-    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    let total: i64 = sqlx::query_scalar("select sum(events)::bigint from daily_event_counts")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(total, 600);
-    let differences = reconcile(&env).await;
-    assert!(differences.is_empty(), "reconcile found: {differences:#?}");
+    // Every third message is resent by its client inside a new message.
+    publisher.publish_all(&support::events(600), 10, 3).await;
+    drained(&env, Duration::from_secs(60)).await;
+    support::assert_exactly_once(&env, 600).await;
 
     // The learning paths follow lesson progress, one document per (student, course).
     let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
