@@ -206,8 +206,9 @@ impl PrivateNats {
         common::testing::eventually("the private NATS to accept clients", Duration::from_secs(20), || {
             let url = url.clone();
             async move {
+                // JetStream is up once the server accepts clients: it says "ready" after both.
                 let client = async_nats::connect(&url).await.ok()?;
-                jetstream::new(client).query_account().await.ok()
+                client.flush().await.ok()
             }
         })
         .await;
