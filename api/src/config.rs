@@ -1,8 +1,8 @@
 //! Every api setting, from flags or environment variables (`api --help` lists them).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use common::config::PostgresConfig;
+use common::config::{parse_duration, MongoConfig, NatsConfig, PostgresConfig};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "api", version, about = "Read API and dashboard over the activity rollups.")]
@@ -15,15 +15,42 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub postgres: PostgresConfig,
-    /// The read key clients present as `Authorization: Bearer <key>`.
-    #[arg(long = "read-key", env = "API_READ_KEY", hide_env_values = true)]
+    #[command(flatten)]
+    pub mongo: MongoConfig,
+    /// NATS, for the workers' change notifications (cache invalidation and live progress).
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    /// A bootstrap read key clients present as `Authorization: Bearer <key>` (admin of `--project`);
+    /// read keys created with `api keys create --scope read` work alongside it. Empty: none.
+    #[arg(long = "read-key", env = "API_READ_KEY", hide_env_values = true, default_value = "")]
     pub read_key: String,
-    /// The project (tenant) the read key reads.
+    /// The project (tenant) the bootstrap read key reads.
     #[arg(long = "project", env = "API_PROJECT", default_value = "default")]
     pub project: String,
+    /// HS256 secret of the JWT bearer tokens the api accepts. Empty: JWTs are refused.
+    #[arg(
+        long = "jwt-secret",
+        env = "API_JWT_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub jwt_secret: String,
     /// Longest date range one request may ask for, in days (422 beyond).
     #[arg(long = "max-range-days", env = "API_MAX_RANGE_DAYS", default_value_t = 400)]
     pub max_range_days: i64,
+    /// Responses kept in the cache at most (bounded memory).
+    #[arg(long = "cache-capacity", env = "API_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub cache_capacity: u64,
+    /// Time to live of a cached response: the backstop when a change notification is lost.
+    #[arg(long = "cache-ttl", env = "API_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+    /// Raw events one funnel query may read from MongoDB at most (422 beyond: narrow the range).
+    #[arg(
+        long = "funnel-max-events",
+        env = "API_FUNNEL_MAX_EVENTS",
+        default_value_t = 2_000_000
+    )]
+    pub funnel_max_events: usize,
 }
 
 #[cfg(test)]

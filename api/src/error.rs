@@ -11,6 +11,9 @@ use axum::{
 pub enum ApiError {
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// Authenticated, but these credentials may not read this resource.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("not found")]
@@ -25,10 +28,25 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<mongodb::error::Error> for ApiError {
+    fn from(error: mongodb::error::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(error))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, detail) = match &self {
+        self.response()
+    }
+}
+
+impl ApiError {
+    /// The response for this error (by reference: the cache shares one error among the requests
+    /// that waited for the same computation).
+    pub fn response(&self) -> Response {
+        let (status, code, detail) = match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail.clone()),
             ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail.clone()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Internal(error) => {

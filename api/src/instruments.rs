@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
-use metrics::{describe_histogram, Unit};
+use metrics::{describe_counter, describe_histogram, Unit};
 
 /// Registers the descriptions; called by `main` after the recorder is installed.
 pub fn describe() {
@@ -13,6 +13,14 @@ pub fn describe() {
         Unit::Seconds,
         "Time from request to response, by route pattern and status."
     );
+    describe_counter!("api_cache_hits_total", "Responses served from the response cache.");
+    describe_counter!(
+        "api_cache_misses_total",
+        "Responses computed from PostgreSQL or MongoDB because the cache had no current entry."
+    );
+    // Registered at zero, so dashboards and alerts see both series from the start.
+    metrics::counter!("api_cache_hits_total").increment(0);
+    metrics::counter!("api_cache_misses_total").increment(0);
 }
 
 /// Middleware recording each request's duration, labelled by route pattern (never the raw URL,

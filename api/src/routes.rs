@@ -1,76 +1,91 @@
-//! Routes of the read API. Every handler is given the project its credentials read, so no query
-//! can reach another project's rows.
+//! The router and what every route shares: the validated query types (ranges, limits, pages).
+//! Every handler takes the caller's [`Principal`](crate::auth::Principal), checks what it may read,
+//! and scopes every query to the principal's project, so no query reaches another project's rows.
 
 use axum::{
-    extract::{FromRequestParts, Query, State},
-    http::{header, request::Parts},
-    routing::get,
-    Json, Router,
+    http::{header, HeaderValue},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post, put},
+    Router,
 };
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tower_http::compression::CompressionLayer;
 
-use crate::{ApiError, App};
+use crate::{courses, metrics_routes, users, ApiError, App};
+
+/// Every route: (method, path pattern). The OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/v1/metrics/active-users"),
+    ("get", "/v1/metrics/events/top"),
+    ("get", "/v1/metrics/pages/top"),
+    ("post", "/v1/funnels"),
+    ("get", "/v1/retention"),
+    ("get", "/v1/courses"),
+    ("put", "/v1/courses/{id}"),
+    ("get", "/v1/courses/{id}/analytics"),
+    ("get", "/v1/courses/{id}/learners"),
+    ("get", "/v1/users/{id}/stats"),
+    ("get", "/v1/users/{id}/progress"),
+    ("get", "/v1/users/{id}/progress/stream"),
+    ("get", "/v1/users/{id}/learning-paths/{course_id}"),
+];
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/v1/metrics/active-users", get(active_users))
+        .route("/", get(dashboard))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/metrics/active-users", get(metrics_routes::active_users))
+        .route("/v1/metrics/events/top", get(metrics_routes::top_events))
+        .route("/v1/metrics/pages/top", get(metrics_routes::top_pages))
+        .route("/v1/funnels", post(metrics_routes::funnel))
+        .route("/v1/retention", get(metrics_routes::retention))
+        .route("/v1/courses", get(courses::list))
+        .route("/v1/courses/{id}", put(courses::put))
+        .route("/v1/courses/{id}/analytics", get(courses::analytics))
+        .route("/v1/courses/{id}/learners", get(courses::learners))
+        .route("/v1/users/{id}/stats", get(users::stats))
+        .route("/v1/users/{id}/progress", get(users::progress))
+        .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
+        .route("/v1/users/{id}/learning-paths/{course_id}", get(users::learning_path))
         .route_layer(axum::middleware::from_fn(crate::instruments::record))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(CompressionLayer::new())
         .with_state(app)
 }
 
-/// The project the request's credentials may read.
-struct Project(String);
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("../static/index.html"))
+}
 
-impl FromRequestParts<App> for Project {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let expected = app.config.read_key.as_bytes();
-        let equal =
-            token.len() == expected.len() && token.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if equal {
-            Ok(Project(app.config.project.clone()))
-        } else {
-            Err(ApiError::Unauthorized)
-        }
-    }
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        crate::openapi::document().to_string(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
-struct RangeQuery {
-    from: Option<String>,
-    to: Option<String>,
-    interval: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Interval {
-    Day,
-    Week,
-    Month,
+pub struct RangeQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub interval: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
 }
 
 /// A validated, inclusive range of UTC days.
-struct Range {
-    from: NaiveDate,
-    to: NaiveDate,
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
 }
 
 impl Range {
-    fn parse(from: Option<&str>, to: Option<&str>, max_days: i64) -> Result<Self, ApiError> {
-        let date = |name: &str, value: Option<&str>| -> Result<NaiveDate, ApiError> {
-            let value = value.ok_or_else(|| ApiError::Unprocessable(format!("`{name}` is required (YYYY-MM-DD)")))?;
-            NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                .map_err(|_| ApiError::Unprocessable(format!("`{name}` must be a date as YYYY-MM-DD, not {value:?}")))
-        };
+    pub fn parse(from: Option<&str>, to: Option<&str>, max_days: i64) -> Result<Self, ApiError> {
         let (from, to) = (date("from", from)?, date("to", to)?);
         if from > to {
             return Err(ApiError::Unprocessable(format!("`from` ({from}) is after `to` ({to})")));
@@ -83,86 +98,58 @@ impl Range {
         }
         Ok(Self { from, to })
     }
+
+    /// The normalised form used in cache keys.
+    pub fn key(&self) -> String {
+        format!("{}..{}", self.from, self.to)
+    }
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct DailyActive {
-    date: NaiveDate,
-    /// Distinct users active that day.
-    dau: i64,
-    /// Distinct users active in the 7 days ending that day.
-    wau: i64,
-    /// Distinct users active in the 30 days ending that day.
-    mau: i64,
+pub fn date(name: &str, value: Option<&str>) -> Result<NaiveDate, ApiError> {
+    let value = value.ok_or_else(|| ApiError::Unprocessable(format!("`{name}` is required (YYYY-MM-DD)")))?;
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| ApiError::Unprocessable(format!("`{name}` must be a date as YYYY-MM-DD, not {value:?}")))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct BucketActive {
-    /// First day of the bucket within the range.
-    start: NaiveDate,
-    /// Distinct users active in the bucket (within the range).
-    active_users: i64,
+/// An integer query parameter within `min..=max`, `default` when absent.
+pub fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(value) = value else { return Ok(default) };
+    match value.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::Unprocessable(format!(
+            "`{name}` must be an integer from {min} to {max}, not {value:?}"
+        ))),
+    }
 }
 
-/// `GET /v1/metrics/active-users?from&to&interval=day|week|month`.
-async fn active_users(
-    State(app): State<App>,
-    Project(project): Project,
-    Query(query): Query<RangeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let range = Range::parse(query.from.as_deref(), query.to.as_deref(), app.config.max_range_days)?;
-    let interval = match query.interval.as_deref().unwrap_or("day") {
-        "day" => Interval::Day,
-        "week" => Interval::Week,
-        "month" => Interval::Month,
-        other => {
-            return Err(ApiError::Unprocessable(format!(
-                "`interval` must be day, week or month, not {other:?}"
-            )))
-        }
-    };
-    let series = if interval == Interval::Day {
-        let rows: Vec<DailyActive> = sqlx::query_as(
-            "select d.day::date as date,
-                    (select count(*) from daily_active_users a
-                      where a.project = $1 and a.day = d.day::date) as dau,
-                    (select count(distinct user_key) from daily_active_users a
-                      where a.project = $1 and a.day between d.day::date - 6 and d.day::date) as wau,
-                    (select count(distinct user_key) from daily_active_users a
-                      where a.project = $1 and a.day between d.day::date - 29 and d.day::date) as mau
-               from generate_series($2::date, $3::date, interval '1 day') as d(day)
-              order by 1",
-        )
-        .bind(&project)
-        .bind(range.from)
-        .bind(range.to)
-        .fetch_all(&app.pool)
-        .await?;
-        serde_json::to_value(rows).map_err(anyhow::Error::from)?
-    } else {
-        let unit = if interval == Interval::Week { "week" } else { "month" };
-        let rows: Vec<BucketActive> = sqlx::query_as(
-            "select greatest(date_trunc($4, b.start)::date, $2::date) as start,
-                    (select count(distinct user_key) from daily_active_users a
-                      where a.project = $1
-                        and a.day between greatest(date_trunc($4, b.start)::date, $2::date)
-                                      and least((date_trunc($4, b.start) + ('1 ' || $4)::interval)::date - 1, $3::date)) as active_users
-               from generate_series(date_trunc($4, $2::date), $3::date, ('1 ' || $4)::interval) as b(start)
-              order by 1",
-        )
-        .bind(&project)
-        .bind(range.from)
-        .bind(range.to)
-        .bind(unit)
-        .fetch_all(&app.pool)
-        .await?;
-        serde_json::to_value(rows).map_err(anyhow::Error::from)?
-    };
-    Ok(Json(serde_json::json!({
-        "project": project,
-        "from": range.from,
-        "to": range.to,
-        "interval": interval,
-        "series": series,
-    })))
+/// A page of a list: `limit` (1–500, default 50) items from `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    pub fn parse(query: &RangeQuery) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: bounded("limit", query.limit.as_deref(), 50, 1, 500)?,
+            offset: bounded("offset", query.offset.as_deref(), 0, 0, i64::from(i32::MAX))?,
+        })
+    }
+
+    /// The page's envelope: items, total and the next offset (null on the last page).
+    pub fn envelope(&self, items: serde_json::Value, total: i64) -> serde_json::Value {
+        let next = (self.offset + self.limit < total).then_some(self.offset + self.limit);
+        serde_json::json!({"items": items, "total": total, "limit": self.limit, "offset": self.offset, "next_offset": next})
+    }
+}
+
+/// An id from the path: 1 to 256 characters.
+pub fn path_id(name: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(ApiError::Unprocessable(format!(
+            "`{name}` must have 1 to 256 characters"
+        )));
+    }
+    Ok(())
 }

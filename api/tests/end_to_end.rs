@@ -304,6 +304,14 @@ async fn events_posted_to_ingest_come_out_of_the_api_as_the_exact_dau_series() {
             body.contains(expected_metric),
             "{admin} /metrics lacks {expected_metric}:\n{body}"
         );
+        if admin == api_admin {
+            for cache_metric in ["api_cache_hits_total", "api_cache_misses_total"] {
+                assert!(
+                    body.contains(cache_metric),
+                    "the api's /metrics lacks {cache_metric}:\n{body}"
+                );
+            }
+        }
         let mut promtool = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

@@ -1,0 +1,102 @@
+//! The OpenAPI 3 document of the read API, written by hand (`GET /v1/openapi.json`).
+
+use serde_json::{json, Value};
+
+fn range_params() -> Value {
+    json!([
+        {"name": "from", "in": "query", "required": true, "schema": {"type": "string", "format": "date"}, "description": "First UTC day (inclusive)."},
+        {"name": "to", "in": "query", "required": true, "schema": {"type": "string", "format": "date"}, "description": "Last UTC day (inclusive); at most the configured maximum range after `from`."}
+    ])
+}
+
+fn page_params() -> Value {
+    json!([
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}
+    ])
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn with(mut a: Value, more: &[Value]) -> Value {
+    if let Value::Array(items) = &mut a {
+        for m in more {
+            match m {
+                Value::Array(ms) => items.extend(ms.iter().cloned()),
+                other => items.push(other.clone()),
+            }
+        }
+    }
+    a
+}
+
+fn op(summary: &str, parameters: Value) -> Value {
+    json!({
+        "summary": summary,
+        "parameters": parameters,
+        "security": [{"bearer": []}],
+        "responses": {
+            "200": {"description": "OK (JSON; `ETag` and `Cache-Control` set)", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "304": {"description": "Not modified (`If-None-Match` matched the `ETag`)"},
+            "401": {"$ref": "#/components/responses/Error"},
+            "403": {"$ref": "#/components/responses/Error"},
+            "404": {"$ref": "#/components/responses/Error"},
+            "422": {"$ref": "#/components/responses/Error"}
+        }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let limit = json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}});
+    let mut funnel = op("Order-aware funnel over raw events", json!([]));
+    funnel["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["steps", "from", "to"],
+    "properties": {
+        "steps": {"type": "array", "minItems": 2, "maxItems": 10, "items": {"type": "string"}},
+        "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
+        "window": {"oneOf": [{"type": "integer", "description": "seconds"}, {"type": "string", "example": "7d"}],
+                   "description": "Conversion window from the user's first step-1 event in range (default 7d)."}
+    }}}}});
+    let mut put = op("Create or replace a catalog entry (admins)", json!([path_param("id")]));
+    put["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {
+            "title": {"type": ["string", "null"]}, "total_lessons": {"type": ["integer", "null"], "minimum": 1},
+            "instructor_id": {"type": ["string", "null"]}}}}}});
+    let mut stream = op(
+        "Server-sent `progress` events: the learner's progress now, then on every change",
+        json!([path_param("id"), {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "Credential for clients that cannot set headers (EventSource)."}]),
+    );
+    stream["responses"]["200"] = json!({"description": "text/event-stream", "content": {"text/event-stream": {}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Learning analytics read API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Metrics over the rollups of CONTRACT.md §6. Bearer credentials: a JWT (HS256; sub, role student|instructor|admin, project, courses) or a read key (admin of its project)."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "`{\"error\", \"detail\"}`", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["error", "detail"],
+                "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}}}}}
+        },
+        "paths": {
+            "/": {"get": {"summary": "The dashboard page (`?key=` a read key)", "responses": {"200": {"description": "HTML"}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
+            "/v1/metrics/active-users": {"get": op("DAU/WAU/MAU per day, or distinct active users per week or month",
+                with(range_params(), &[json!({"name": "interval", "in": "query", "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}})]))},
+            "/v1/metrics/events/top": {"get": op("Events by name over the range, most first", with(range_params(), std::slice::from_ref(&limit)))},
+            "/v1/metrics/pages/top": {"get": op("Page views by path over the range, most first", with(range_params(), &[limit]))},
+            "/v1/funnels": {"post": funnel},
+            "/v1/retention": {"get": op("Cohorts by first active day in the range; D1, D7, D30 retention", range_params())},
+            "/v1/courses": {"get": op("Catalog and courses with learners; enrolments, completions, completion rate", page_params())},
+            "/v1/courses/{id}": {"put": put},
+            "/v1/courses/{id}/analytics": {"get": op("Daily course analytics, range totals, popular modules", with(json!([path_param("id")]), &[range_params()]))},
+            "/v1/courses/{id}/learners": {"get": op("The course's learners with their progress", with(json!([path_param("id")]), &[page_params()]))},
+            "/v1/users/{id}/stats": {"get": op("Learning stats: courses, time, quizzes, points, badges, streaks", json!([path_param("id")]))},
+            "/v1/users/{id}/progress": {"get": op("Progress overall and per course", json!([path_param("id")]))},
+            "/v1/users/{id}/progress/stream": {"get": stream},
+            "/v1/users/{id}/learning-paths/{course_id}": {"get": op("The learner's path in a course (MongoDB student_learning_paths)", json!([path_param("id"), path_param("course_id")]))}
+        }
+    })
+}

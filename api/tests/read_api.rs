@@ -1,0 +1,1004 @@
+//! The read API against the real servers, fed by the real pipeline: each test runs the workers
+//! in-process on its own stream, publishes events to it as ingest would, waits until the workers
+//! drained them, and then reads the numbers the workers produced through the api.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clap::Parser as _;
+use common::{
+    stream::{ensure_events_stream, Subjects},
+    testing::{eventually, TestEnv},
+};
+use futures::StreamExt as _;
+use reqwest::{header, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+const READ_KEY: &str = "rk_bootstrap_of_p1";
+
+/// One test's pipeline: workers and api in-process on the test's own stream and databases.
+struct Stack {
+    env: TestEnv,
+    base: String,
+    http: reqwest::Client,
+    js: jetstream::Context,
+    pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+    published: usize,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn stack() -> Stack {
+    let env = TestEnv::new().await;
+    let client = async_nats::connect(&env.nats.url).await.unwrap();
+    let js = jetstream::new(client);
+    ensure_events_stream(&js, &env.nats).await.unwrap();
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    workers::MIGRATOR.run(&pool).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let workers = workers::Config::parse_from([
+        "workers",
+        "--nats-url",
+        &env.nats.url,
+        "--nats-stream",
+        &env.nats.stream,
+        "--nats-subject-prefix",
+        &env.nats.subject_prefix,
+        "--database-url",
+        &env.database_url,
+        "--mongo-uri",
+        &env.mongo_uri,
+        "--mongo-db",
+        &env.mongo_db,
+        "--mongo-write-concern",
+        "1",
+        "--mongo-journal",
+        "false",
+        "--max-wait",
+        "50ms",
+    ]);
+    let workers = workers::App::build(workers).await.expect("workers start");
+    tokio::spawn(workers.run(shutdown.clone()));
+    let config = api::Config::parse_from([
+        "api",
+        "--database-url",
+        &env.database_url,
+        "--mongo-uri",
+        &env.mongo_uri,
+        "--mongo-db",
+        &env.mongo_db,
+        "--nats-url",
+        &env.nats.url,
+        "--nats-stream",
+        &env.nats.stream,
+        "--nats-subject-prefix",
+        &env.nats.subject_prefix,
+        "--read-key",
+        READ_KEY,
+        "--project",
+        "p1",
+        "--jwt-secret",
+        SECRET,
+        // Long enough that only change notifications can explain fresh answers.
+        "--cache-ttl",
+        "1h",
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = api::App::build(config).await.unwrap();
+    tokio::spawn(app.serve(listener, shutdown.clone()));
+    Stack {
+        env,
+        base,
+        http: reqwest::Client::builder().no_gzip().build().unwrap(),
+        js,
+        pool,
+        shutdown,
+        published: 0,
+    }
+}
+
+/// A stored-event document as ingest publishes it.
+fn ev(project: &str, user: &str, name: &str, ts: &str, properties: Value) -> Value {
+    let mut event = json!({"project": project, "message_id": format!("{user}-{name}-{ts}"), "type": "track",
+        "event": name, "ts": ts, "day": &ts[..10], "received_at": ts, "properties": properties});
+    if let Some(anonymous) = user.strip_prefix("anon:") {
+        event["anonymous_id"] = anonymous.into();
+    } else {
+        event["user_id"] = user.into();
+    }
+    event
+}
+
+impl Stack {
+    /// Publishes `events` (one project) as one JetStream message and waits for the workers to
+    /// drain the stream.
+    async fn publish(&mut self, events: &[Value]) {
+        self.published += 1;
+        let project = events[0]["project"].as_str().unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("m{}", self.published).as_str());
+        let subject = Subjects::new(&self.env.nats.subject_prefix).events(project);
+        self.js
+            .publish_with_headers(subject, headers, serde_json::to_vec(events).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let (js, stream) = (self.js.clone(), self.env.nats.stream.clone());
+        eventually("the workers to drain the stream", Duration::from_secs(60), || {
+            let (js, stream) = (js.clone(), stream.clone());
+            async move {
+                let mut consumer: jetstream::consumer::PullConsumer =
+                    js.get_stream(&stream).await.ok()?.get_consumer("workers").await.ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET that must succeed.
+    async fn ok(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, token).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn put(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn token(role: api::Role, sub: &str, project: &str, courses: &[&str]) -> String {
+    token_with(SECRET, role, sub, project, courses, 3600)
+}
+
+fn token_with(secret: &str, role: api::Role, sub: &str, project: &str, courses: &[&str], ttl: i64) -> String {
+    let exp = (chrono::Utc::now().timestamp() + ttl) as u64;
+    api::sign(
+        secret,
+        &api::Claims {
+            sub: sub.into(),
+            role,
+            project: project.into(),
+            courses: courses.iter().map(|c| (*c).to_owned()).collect(),
+            exp,
+        },
+    )
+    .unwrap()
+}
+
+fn c1(extra: Value) -> Value {
+    let mut properties = json!({"course_id": "c1"});
+    properties
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    properties
+}
+
+/// Three learners and an anonymous visitor over three days in project p1 (the numbers asserted
+/// below are worked out by hand from these events in the comments), and a little of project p2.
+fn learning_events() -> Vec<Value> {
+    let p = "p1";
+    vec![
+        ev(p, "u1", "course_viewed", "2026-03-01T10:00:00Z", c1(json!({}))),
+        ev(p, "u1", "course_enrolled", "2026-03-01T10:05:00Z", c1(json!({}))),
+        ev(
+            p,
+            "u1",
+            "lesson_started",
+            "2026-03-01T11:00:00Z",
+            c1(json!({"module_id": "m1", "lesson_id": "l1"})),
+        ),
+        ev(
+            p,
+            "u1",
+            "lesson_completed",
+            "2026-03-01T11:30:00Z",
+            c1(json!({"module_id": "m1", "lesson_id": "l1", "time_spent_s": 600})),
+        ),
+        ev(
+            p,
+            "u1",
+            "lesson_completed",
+            "2026-03-02T09:00:00Z",
+            c1(json!({"module_id": "m1", "lesson_id": "l2", "time_spent_s": 300})),
+        ),
+        ev(
+            p,
+            "u1",
+            "quiz_submitted",
+            "2026-03-02T09:30:00Z",
+            c1(json!({"quiz_id": "q1", "score": 8, "max_score": 10, "passed": true})),
+        ),
+        ev(
+            p,
+            "u1",
+            "lesson_completed",
+            "2026-03-02T10:00:00Z",
+            c1(json!({"module_id": "m2", "lesson_id": "l3", "time_spent_s": 200})),
+        ),
+        ev(p, "u1", "course_completed", "2026-03-03T08:00:00Z", c1(json!({}))),
+        ev(
+            p,
+            "u1",
+            "badge_earned",
+            "2026-03-03T08:10:00Z",
+            json!({"badge_id": "b1", "points": 50}),
+        ),
+        ev(p, "u1", "page_view", "2026-03-03T08:20:00Z", json!({"page": "/home"})),
+        ev(p, "u2", "course_viewed", "2026-03-01T12:00:00Z", c1(json!({}))),
+        ev(p, "u2", "course_viewed", "2026-03-02T12:00:00Z", c1(json!({}))),
+        ev(p, "u2", "course_enrolled", "2026-03-02T12:05:00Z", c1(json!({}))),
+        ev(
+            p,
+            "u2",
+            "quiz_submitted",
+            "2026-03-02T13:00:00Z",
+            c1(json!({"quiz_id": "q1", "score": 4, "max_score": 10, "passed": false})),
+        ),
+        ev(
+            p,
+            "u2",
+            "quiz_submitted",
+            "2026-03-02T13:10:00Z",
+            c1(json!({"quiz_id": "q1", "score": 6, "max_score": 10, "passed": true})),
+        ),
+        ev(
+            p,
+            "u2",
+            "quiz_submitted",
+            "2026-03-02T13:20:00Z",
+            c1(json!({"quiz_id": "q2", "score": 50, "passed": false})),
+        ),
+        ev(
+            p,
+            "u2",
+            "lesson_started",
+            "2026-03-02T14:00:00Z",
+            c1(json!({"module_id": "m1", "lesson_id": "l1"})),
+        ),
+        ev(p, "u2", "page_view", "2026-03-03T09:00:00Z", json!({"page": "/home"})),
+        ev(
+            p,
+            "u2",
+            "page_view",
+            "2026-03-03T09:05:00Z",
+            json!({"page": "/courses"}),
+        ),
+        ev(p, "u3", "course_viewed", "2026-03-01T15:00:00Z", c1(json!({}))),
+        ev(
+            p,
+            "u3",
+            "course_enrolled",
+            "2026-03-03T09:00:00Z",
+            json!({"course_id": "c2"}),
+        ),
+        ev(
+            p,
+            "anon:a9",
+            "page_view",
+            "2026-03-02T16:00:00Z",
+            json!({"page": "/courses"}),
+        ),
+    ]
+}
+
+fn p2_events() -> Vec<Value> {
+    vec![
+        ev("p2", "u1", "login", "2026-03-01T10:00:00Z", json!({})),
+        ev(
+            "p2",
+            "u1",
+            "course_viewed",
+            "2026-03-01T10:01:00Z",
+            json!({"course_id": "c1"}),
+        ),
+    ]
+}
+
+/// A stack with both projects' events in and the catalog entry of c1.
+async fn loaded() -> Stack {
+    let mut stack = stack().await;
+    stack.publish(&learning_events()).await;
+    stack.publish(&p2_events()).await;
+    let (status, body) = stack
+        .put(
+            "/v1/courses/c1",
+            READ_KEY,
+            &json!({"title": "Rust 101", "total_lessons": 4, "instructor_id": "t1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    stack
+}
+
+const RANGE: &str = "from=2026-03-01&to=2026-03-03";
+
+#[tokio::test]
+async fn every_metric_is_exactly_what_the_workers_rolled_up() {
+    let stack = loaded().await;
+    let k = READ_KEY;
+
+    let active = stack.ok(&format!("/v1/metrics/active-users?{RANGE}"), k).await;
+    let dau: Vec<i64> = active["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dau"].as_i64().unwrap())
+        .collect();
+    assert_eq!(dau, [3, 3, 3]);
+    assert_eq!(active["series"][2]["wau"], 4, "u1, u2, u3 and the anonymous a9");
+
+    // Ties in count are ordered by name.
+    let top = stack.ok(&format!("/v1/metrics/events/top?{RANGE}&limit=4"), k).await;
+    assert_eq!(
+        top["items"],
+        json!([{"event": "course_viewed", "events": 4}, {"event": "page_view", "events": 4},
+               {"event": "quiz_submitted", "events": 4}, {"event": "course_enrolled", "events": 3}])
+    );
+    let pages = stack.ok(&format!("/v1/metrics/pages/top?{RANGE}"), k).await;
+    assert_eq!(
+        pages["items"],
+        json!([{"page": "/courses", "views": 2}, {"page": "/home", "views": 2}])
+    );
+
+    let course = stack.ok(&format!("/v1/courses/c1/analytics?{RANGE}"), k).await;
+    assert_eq!(course["title"], "Rust 101");
+    let day = |i: usize, field: &str| course["series"][i][field].clone();
+    // Day 1: u1 viewed, enrolled, started and completed l1 (600 s); u2 and u3 viewed.
+    assert_eq!(
+        [
+            day(0, "views"),
+            day(0, "unique_viewers"),
+            day(0, "active_learners"),
+            day(0, "interactions")
+        ],
+        [json!(3), json!(3), json!(3), json!(3)]
+    );
+    assert_eq!(
+        [
+            day(0, "enrollments"),
+            day(0, "lesson_completions"),
+            day(0, "time_spent_s"),
+            day(0, "avg_time_spent_s")
+        ],
+        [json!(1), json!(1), json!(600), json!(200.0)]
+    );
+    assert_eq!(day(0, "completion_rate"), json!(0.0));
+    // Day 2: u1 completed l2 and l3 (500 s) and a quiz; u2 viewed, enrolled, 3 quizzes, started l1.
+    assert_eq!(
+        [
+            day(1, "views"),
+            day(1, "unique_viewers"),
+            day(1, "active_learners"),
+            day(1, "interactions")
+        ],
+        [json!(1), json!(1), json!(2), json!(8)]
+    );
+    assert_eq!(
+        [
+            day(1, "enrollments"),
+            day(1, "lesson_completions"),
+            day(1, "time_spent_s"),
+            day(1, "avg_time_spent_s")
+        ],
+        [json!(1), json!(2), json!(500), json!(250.0)]
+    );
+    // Day 3: u1 completed the course: one of the two enrolled learners.
+    assert_eq!(
+        [
+            day(2, "course_completions"),
+            day(2, "active_learners"),
+            day(2, "unique_viewers"),
+            day(2, "completion_rate")
+        ],
+        [json!(1), json!(1), json!(0), json!(0.5)]
+    );
+    let totals = &course["totals"];
+    assert_eq!(
+        [
+            &totals["views"],
+            &totals["unique_viewers"],
+            &totals["active_learners"],
+            &totals["interactions"]
+        ],
+        [&json!(4), &json!(3), &json!(3), &json!(12)]
+    );
+    assert_eq!(totals["time_spent_s"], 1100);
+    assert_eq!(totals["avg_time_spent_s"], json!(1100.0 / 3.0));
+    assert_eq!(
+        course["popular_modules"],
+        json!([{"module_id": "m1", "lesson_completions": 2}, {"module_id": "m2", "lesson_completions": 1}])
+    );
+
+    // Learners: u1 and u2 (u3 only viewed c1); one per page.
+    let first = stack.ok("/v1/courses/c1/learners?limit=1", k).await;
+    assert_eq!(
+        (first["total"].clone(), first["next_offset"].clone()),
+        (json!(2), json!(1))
+    );
+    let u1 = &first["items"][0];
+    assert_eq!(
+        (
+            &u1["user_id"],
+            &u1["lessons_completed"],
+            &u1["progress_pct"],
+            &u1["status"]
+        ),
+        (&json!("u1"), &json!(3), &json!(75.0), &json!("completed"))
+    );
+    assert_eq!(u1["last_accessed_at"], "2026-03-03T08:00:00Z");
+    let second = stack.ok("/v1/courses/c1/learners?limit=1&offset=1", k).await;
+    let u2 = &second["items"][0];
+    assert_eq!(
+        (
+            &u2["user_id"],
+            &u2["lessons_completed"],
+            &u2["progress_pct"],
+            &u2["status"]
+        ),
+        (&json!("u2"), &json!(0), &json!(0.0), &json!("in_progress"))
+    );
+    assert_eq!(second["next_offset"], Value::Null);
+
+    let stats = stack.ok("/v1/users/u1/stats", k).await;
+    assert_eq!(
+        [
+            &stats["courses_enrolled"],
+            &stats["courses_completed"],
+            &stats["learning_time_s"]
+        ],
+        [&json!(1), &json!(1), &json!(1100)]
+    );
+    assert_eq!(
+        [
+            &stats["quizzes_taken"],
+            &stats["quizzes_passed"],
+            &stats["average_quiz_score"]
+        ],
+        [&json!(1), &json!(1), &json!(80.0)]
+    );
+    assert_eq!([&stats["points"], &stats["badges"]], [&json!(50), &json!(1)]);
+    assert_eq!(
+        [&stats["longest_streak_days"], &stats["current_streak_days"]],
+        [&json!(3), &json!(0)]
+    );
+    assert_eq!(stats["last_activity_at"], "2026-03-03T08:20:00Z");
+    // u2: q1 twice (40 %, 60 %, passed once), q2 once (50 %): 2 quizzes, 1 passed, 150 / 3.
+    let stats = stack.ok("/v1/users/u2/stats", k).await;
+    assert_eq!(
+        [
+            &stats["quizzes_taken"],
+            &stats["quizzes_passed"],
+            &stats["average_quiz_score"]
+        ],
+        [&json!(2), &json!(1), &json!(50.0)]
+    );
+    assert_eq!(stack.get("/v1/users/nobody/stats", k).await.0, StatusCode::NOT_FOUND);
+
+    let progress = stack.ok("/v1/users/u1/progress", k).await;
+    assert_eq!(progress["overall"]["progress_pct"], 75.0);
+    assert_eq!(progress["overall"]["completed"], 1);
+    assert_eq!(progress["courses"][0]["course_id"], "c1");
+    let progress = stack.ok("/v1/users/u3/progress", k).await;
+    assert_eq!(
+        progress["courses"],
+        json!([{"course_id": "c2", "user_id": "u3", "title": null, "lessons_completed": 0, "total_lessons": null,
+                "progress_pct": null, "status": "enrolled", "enrolled_at": "2026-03-03T09:00:00Z",
+                "completed_at": null, "last_accessed_at": "2026-03-03T09:00:00Z"}])
+    );
+    assert_eq!(progress["overall"]["progress_pct"], Value::Null);
+
+    let path = eventually("u1's learning path in c1", Duration::from_secs(30), || async {
+        let (status, body) = stack.get("/v1/users/u1/learning-paths/c1", k).await;
+        (status == StatusCode::OK && body["learningPath"].as_array()?.len() == 3).then_some(body)
+    })
+    .await;
+    let lessons: Vec<(String, String, bool, i64)> = path["learningPath"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["moduleId"].as_str().unwrap().to_owned(),
+                l["lessonId"].as_str().unwrap().to_owned(),
+                l["completed"].as_bool().unwrap(),
+                l["timeSpent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lessons,
+        [
+            ("m1".into(), "l1".into(), true, 600),
+            ("m1".into(), "l2".into(), true, 300),
+            ("m2".into(), "l3".into(), true, 200)
+        ]
+    );
+    assert_eq!(
+        stack.get("/v1/users/u1/learning-paths/c9", k).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Funnel: u1 goes viewed → enrolled (+300 s) → lesson (+5,100 s); u2 enrols 24 h 5 min after
+    // first viewing, outside a 1-day window; u3 enrols 42 h after viewing.
+    let steps = json!(["course_viewed", "Course Enrolled", "lesson_completed"]);
+    let (status, funnel) = stack
+        .post(
+            "/v1/funnels",
+            k,
+            &json!({"steps": steps, "from": "2026-03-01", "to": "2026-03-03", "window": "1d"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{funnel}");
+    let users: Vec<i64> = funnel["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["users"].as_i64().unwrap())
+        .collect();
+    assert_eq!(users, [3, 1, 1]);
+    assert_eq!(funnel["steps"][1]["median_seconds_from_previous"], 300.0);
+    assert_eq!(funnel["steps"][2]["median_seconds_from_previous"], 5100.0);
+    assert_eq!(funnel["steps"][1]["conversion_from_previous"], json!(1.0 / 3.0));
+    assert_eq!(funnel["overall_conversion"], json!(1.0 / 3.0));
+    let (_, funnel) = stack
+        .post(
+            "/v1/funnels",
+            k,
+            &json!({"steps": steps, "from": "2026-03-01", "to": "2026-03-03", "window": 172_800}),
+        )
+        .await;
+    let users: Vec<i64> = funnel["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["users"].as_i64().unwrap())
+        .collect();
+    // Within 2 days u2 enrols too (+86,700 s), and so does u3, in c2 (+151,200 s): funnels are
+    // about events, whatever their course.
+    assert_eq!(users, [3, 3, 1]);
+    assert_eq!(funnel["steps"][1]["median_seconds_from_previous"], 86_700.0);
+    assert_eq!(funnel["steps"][2]["conversion_from_previous"], json!(1.0 / 3.0));
+
+    // Retention: u1, u2, u3 first active on day 1, of whom u1 and u2 on day 2; a9 on day 2.
+    let retention = stack.ok("/v1/retention?from=2026-03-01&to=2026-03-02", k).await;
+    assert_eq!(
+        retention["cohorts"],
+        json!([
+            {"cohort": "2026-03-01", "size": 3, "d1": {"users": 2, "rate": 2.0 / 3.0},
+             "d7": {"users": 0, "rate": 0.0}, "d30": {"users": 0, "rate": 0.0}},
+            {"cohort": "2026-03-02", "size": 1, "d1": {"users": 0, "rate": 0.0},
+             "d7": {"users": 0, "rate": 0.0}, "d30": {"users": 0, "rate": 0.0}},
+        ])
+    );
+
+    let courses = stack.ok("/v1/courses", k).await;
+    assert_eq!(
+        courses["items"],
+        json!([
+            {"course_id": "c1", "title": "Rust 101", "total_lessons": 4, "instructor_id": "t1",
+             "enrolled": 2, "completed": 1, "completion_rate": 0.5},
+            {"course_id": "c2", "title": null, "total_lessons": null, "instructor_id": null,
+             "enrolled": 1, "completed": 0, "completion_rate": 0.0},
+        ])
+    );
+    assert_eq!(courses["total"], 2);
+}
+
+#[tokio::test]
+async fn invalid_queries_are_422_with_the_reason() {
+    let stack = stack().await;
+    let k = READ_KEY;
+    for (path, reason) in [
+        ("/v1/metrics/active-users?from=2026-03-05&to=2026-03-01", "after"),
+        (
+            "/v1/metrics/active-users?from=2026-03-01&to=2026-03-05&interval=year",
+            "interval",
+        ),
+        ("/v1/metrics/active-users?from=2020-01-01&to=2026-03-05", "at most 400"),
+        ("/v1/metrics/events/top?from=2026-03-01", "`to` is required"),
+        ("/v1/metrics/pages/top?from=2026-03-01&to=2026-03-02&limit=0", "limit"),
+        ("/v1/courses/c1/analytics?from=March&to=2026-03-02", "YYYY-MM-DD"),
+        ("/v1/courses/c1/learners?limit=100000", "limit"),
+        ("/v1/retention?from=2026-03-02&to=2026-03-01", "after"),
+    ] {
+        let (status, body) = stack.get(path, k).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert_eq!(body["error"], "invalid_query");
+        assert!(body["detail"].as_str().unwrap().contains(reason), "{path}: {body}");
+    }
+    let (status, body) = stack
+        .post(
+            "/v1/funnels",
+            k,
+            &json!({"steps": ["a"], "from": "2026-03-01", "to": "2026-03-02"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_query"))
+    );
+    let (status, _) = stack
+        .post(
+            "/v1/funnels",
+            k,
+            &json!({"steps": ["a", "b"], "from": "2026-03-01", "to": "2026-03-02", "window": "forever"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = stack.put("/v1/courses/c1", k, &json!({"total_lessons": 0})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = stack.get("/v1/nothing-here", k).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn every_denial_is_401_or_403_and_no_answer_mixes_projects() {
+    let stack = loaded().await;
+    let stats = "/v1/users/u1/stats";
+    let analytics = format!("/v1/courses/c1/analytics?{RANGE}");
+    let active = format!("/v1/metrics/active-users?{RANGE}");
+
+    // 401: no credentials, garbage, a write key, a JWT signed with another secret, an expired one.
+    let none = stack.http.get(format!("{}{stats}", stack.base)).send().await.unwrap();
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = none.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized");
+    let (_, write_key) = common::keys::create(&stack.pool, "p1", common::keys::Scope::Write)
+        .await
+        .unwrap();
+    let (read_key_row, read_key_p2) = common::keys::create(&stack.pool, "p2", common::keys::Scope::Read)
+        .await
+        .unwrap();
+    let forged = token_with(
+        "another-secret-another-secret-!!",
+        api::Role::Admin,
+        "x",
+        "p1",
+        &[],
+        3600,
+    );
+    let expired = token_with(SECRET, api::Role::Admin, "x", "p1", &[], -3600);
+    for credential in [
+        "garbage",
+        write_key.as_str(),
+        forged.as_str(),
+        expired.as_str(),
+        "a.b.c",
+    ] {
+        assert_eq!(
+            stack.get(stats, credential).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{credential}"
+        );
+    }
+
+    // Students: only their own user endpoints.
+    let student = token(api::Role::Student, "u1", "p1", &[]);
+    assert_eq!(stack.ok(stats, &student).await["learning_time_s"], 1100);
+    assert_eq!(stack.get("/v1/users/u1/progress", &student).await.0, StatusCode::OK);
+    assert_eq!(
+        stack.get("/v1/users/u1/learning-paths/c1", &student).await.0,
+        StatusCode::OK
+    );
+    for path in [
+        "/v1/users/u2/stats",
+        "/v1/users/u2/progress",
+        "/v1/users/u2/learning-paths/c1",
+        "/v1/courses",
+        "/v1/courses/c1/learners",
+        analytics.as_str(),
+        active.as_str(),
+        &format!("/v1/metrics/events/top?{RANGE}"),
+        &format!("/v1/metrics/pages/top?{RANGE}"),
+        &format!("/v1/retention?{RANGE}"),
+    ] {
+        let (status, body) = stack.get(path, &student).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "student {path}: {body}");
+        assert_eq!(body["error"], "forbidden");
+    }
+    let funnel = json!({"steps": ["a", "b"], "from": "2026-03-01", "to": "2026-03-02"});
+    assert_eq!(
+        stack.post("/v1/funnels", &student, &funnel).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Instructors: only the courses they teach.
+    let instructor = token(api::Role::Instructor, "t1", "p1", &["c1"]);
+    assert_eq!(stack.ok(&analytics, &instructor).await["totals"]["views"], 4);
+    assert_eq!(stack.ok("/v1/courses/c1/learners", &instructor).await["total"], 2);
+    assert_eq!(
+        stack.get("/v1/users/u1/learning-paths/c1", &instructor).await.0,
+        StatusCode::OK
+    );
+    let mine = stack.ok("/v1/courses", &instructor).await;
+    assert_eq!(mine["total"], 1);
+    assert_eq!(mine["items"][0]["course_id"], "c1");
+    for path in [
+        format!("/v1/courses/c2/analytics?{RANGE}"),
+        "/v1/courses/c2/learners".to_owned(),
+        "/v1/users/u3/learning-paths/c2".to_owned(),
+        stats.to_owned(),
+        active.clone(),
+    ] {
+        assert_eq!(
+            stack.get(&path, &instructor).await.0,
+            StatusCode::FORBIDDEN,
+            "instructor {path}"
+        );
+    }
+    assert_eq!(
+        stack.post("/v1/funnels", &instructor, &funnel).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        stack
+            .put("/v1/courses/c1", &instructor, &json!({"title": "mine now"}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Admin tokens and read keys read their one project; the same URL answers per project.
+    let admin_p1 = token(api::Role::Admin, "boss", "p1", &[]);
+    let admin_p2 = token(api::Role::Admin, "boss", "p2", &[]);
+    assert_eq!(stack.ok(&active, &admin_p1).await["series"][0]["dau"], 3);
+    assert_eq!(stack.ok(&active, &admin_p2).await["series"][0]["dau"], 1);
+    assert_eq!(stack.ok(&active, &read_key_p2).await["series"][0]["dau"], 1);
+    assert_eq!(stack.ok(&active, READ_KEY).await["series"][0]["dau"], 3);
+    let p2_course = stack.ok(&analytics, &read_key_p2).await;
+    assert_eq!(
+        (p2_course["totals"]["views"].clone(), p2_course["title"].clone()),
+        (json!(1), Value::Null)
+    );
+    let p2_student = token(api::Role::Student, "u1", "p2", &[]);
+    let p2_stats = stack.ok(stats, &p2_student).await;
+    assert_eq!(
+        (
+            p2_stats["project"].clone(),
+            p2_stats["learning_time_s"].clone(),
+            p2_stats["courses_enrolled"].clone()
+        ),
+        (json!("p2"), json!(0), json!(0))
+    );
+    assert_eq!(
+        stack.get("/v1/users/u1/learning-paths/c1", &p2_student).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let p2_courses = stack.ok("/v1/courses", &read_key_p2).await;
+    assert_eq!(
+        p2_courses["items"],
+        json!([{"course_id": "c1", "title": null, "total_lessons": null, "instructor_id": null,
+                "enrolled": 0, "completed": 0, "completion_rate": null}]),
+        "p2's c1 was only viewed, and p2 has no catalog"
+    );
+    let (status, _) = stack
+        .post(
+            "/v1/funnels",
+            &read_key_p2,
+            &json!({"steps": ["login", "course_viewed"], "from": "2026-03-01", "to": "2026-03-01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A revoked read key stops working (its lookup is cached for at most 30 s).
+    common::keys::revoke(&stack.pool, read_key_row.id).await.unwrap();
+    let (_, fresh_p2) = common::keys::create(&stack.pool, "p2", common::keys::Scope::Read)
+        .await
+        .unwrap();
+    assert_eq!(stack.ok(&active, &fresh_p2).await["project"], "p2");
+}
+
+#[tokio::test]
+async fn cached_answers_follow_the_workers_commits_with_etags_and_gzip() {
+    let mut stack = loaded().await;
+    let path = format!("{}/v1/metrics/active-users?{RANGE}", stack.base);
+    let http = stack.http.clone();
+    let get = |extra: Option<(header::HeaderName, String)>| {
+        let mut request = http.get(&path).bearer_auth(READ_KEY);
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let first = get(None).await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "miss");
+    let etag = first.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert!(first.headers()[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("no-cache"));
+    let second = get(None).await.unwrap();
+    assert_eq!(second.headers()["x-cache"], "hit");
+    let not_modified = get(Some((header::IF_NONE_MATCH, etag.clone()))).await.unwrap();
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert!(not_modified.bytes().await.unwrap().is_empty());
+    let gzipped = get(Some((header::ACCEPT_ENCODING, "gzip".into()))).await.unwrap();
+    assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
+    let bytes = gzipped.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], [0x1f, 0x8b], "a gzip stream");
+
+    // A new learner on day 2: the workers' change notification makes the next answer fresh.
+    stack
+        .publish(&[ev("p1", "u9", "login", "2026-03-02T18:00:00Z", json!({}))])
+        .await;
+    let fresh = eventually("the new learner in the cached DAU", Duration::from_secs(10), || async {
+        let body: Value = get(None).await.ok()?.json().await.ok()?;
+        (body["series"][1]["dau"] == 4).then_some(body)
+    })
+    .await;
+    assert_eq!(fresh["series"][0]["dau"], 3);
+    let changed = get(Some((header::IF_NONE_MATCH, etag))).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "the old ETag no longer matches");
+    // The catalog's own writes invalidate at once.
+    stack
+        .put(
+            "/v1/courses/c1",
+            READ_KEY,
+            &json!({"title": "Rust 102", "total_lessons": 4}),
+        )
+        .await;
+    let courses = stack.ok("/v1/courses", READ_KEY).await;
+    assert_eq!(courses["items"][0]["title"], "Rust 102");
+}
+
+#[tokio::test]
+async fn the_progress_stream_pushes_a_learners_progress_as_workers_commit_it() {
+    let mut stack = loaded().await;
+    let student = token(api::Role::Student, "u7", "p1", &[]);
+    let denied = stack
+        .http
+        .get(format!("{}/v1/users/u1/progress/stream", stack.base))
+        .bearer_auth(&student)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let response = stack
+        .http
+        .get(format!("{}/v1/users/u7/progress/stream?key={student}", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut next_event = async || -> Value {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                let data: String = frame
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if frame.contains("event: progress") || frame.contains("event:progress") {
+                    return serde_json::from_str(&data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+                .await
+                .expect("an event within 30 s")
+                .expect("the stream stays open")
+                .unwrap();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let initial = next_event().await;
+    assert_eq!(initial["courses"], json!([]));
+    stack
+        .publish(&[
+            ev("p1", "u7", "course_enrolled", "2026-03-04T10:00:00Z", c1(json!({}))),
+            ev(
+                "p1",
+                "u7",
+                "lesson_completed",
+                "2026-03-04T10:30:00Z",
+                c1(json!({"module_id": "m1", "lesson_id": "l1", "time_spent_s": 60})),
+            ),
+        ])
+        .await;
+    let update = next_event().await;
+    assert_eq!(update["courses"][0]["course_id"], "c1");
+    assert_eq!(update["courses"][0]["lessons_completed"], 1);
+    assert_eq!(update["courses"][0]["progress_pct"], 25.0);
+    assert_eq!(update["overall"]["in_progress"], 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let stack = stack().await;
+    let document: Value = stack
+        .http
+        .get(format!("{}/v1/openapi.json", stack.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    for (method, path) in api::ROUTES {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        documented,
+        api::ROUTES.len(),
+        "the document lists routes the api does not serve"
+    );
+    // And every listed route is served (not the 404 fallback).
+    for (method, path) in api::ROUTES {
+        let url = format!(
+            "{}{}",
+            stack.base,
+            path.replace("{id}", "x").replace("{course_id}", "y")
+        );
+        let request = match *method {
+            "get" => stack.http.get(&url),
+            "post" => stack.http.post(&url),
+            "put" => stack.http.put(&url),
+            other => panic!("unexpected method {other}"),
+        };
+        let response = request.send().await.unwrap();
+        assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+}
