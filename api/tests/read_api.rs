@@ -1002,3 +1002,91 @@ async fn the_openapi_document_lists_every_route() {
         assert_ne!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
 }
+
+/// Where tests leave files for people to look at: `<target dir>/test-output`.
+fn test_output_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || {
+            let mut exe = std::env::current_exe().unwrap();
+            exe.pop(); // deps
+            exe.pop(); // debug
+            exe.pop();
+            exe
+        },
+        std::path::PathBuf::from,
+    );
+    let dir = target.join("test-output");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments and returns its stdout.
+async fn chromium(profile: &std::path::Path, url: &str, extra: &[&str]) -> String {
+    let output = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .await
+        .expect("chromium is installed (Debian package chromium; ./scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_dashboard_renders_live_data_in_headless_chromium() {
+    let stack = loaded().await;
+    let url = format!(
+        "{}/?key={READ_KEY}&from=2026-03-01&to=2026-03-03&funnel=course_viewed,course_enrolled,lesson_completed",
+        stack.base
+    );
+    let profile = std::env::temp_dir().join(format!("chromium-{}", stack.env.id));
+    // The page marks <body data-ready="true"> once every panel rendered from the API's answers.
+    let dom = eventually(
+        "the dashboard to render every panel",
+        Duration::from_secs(120),
+        || async {
+            let dom = chromium(&profile, &url, &["--dump-dom"]).await;
+            dom.contains(r#"data-ready="true""#).then_some(dom)
+        },
+    )
+    .await;
+    for expected in [
+        r#"data-series="dau""#,
+        r#"data-series="mau""#,
+        "Rust 101",
+        "50%",
+        "course_viewed",
+        "/courses",
+        r#"class="funnel-step""#,
+        "67%",
+        "project p1",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "the rendered dashboard lacks {expected:?}:\n{dom}"
+        );
+    }
+    let screenshot = test_output_dir().join("dashboard.png");
+    std::fs::remove_file(&screenshot).ok();
+    chromium(&profile, &url, &[&format!("--screenshot={}", screenshot.display())]).await;
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    std::fs::remove_dir_all(&profile).ok();
+}
