@@ -199,3 +199,28 @@ async fn limits_are_enforced_on_both_sides_with_the_right_status() {
         404
     );
 }
+
+#[tokio::test]
+async fn compressed_bodies_are_capped_once_decompressed_on_both_sides_of_the_cap() {
+    let app = spawn_app_with(|config| config.limits.max_decoded_bytes = 10_000).await;
+    let gzip_padded_to = |size: usize| {
+        use std::io::Write as _;
+        let mut body = serde_json::to_vec(&json!({"batch": [track("z1", "u1", "login")]})).unwrap();
+        body.resize(size, b' ');
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&body).unwrap();
+        encoder.finish().unwrap()
+    };
+    for (size, status) in [(10_000, 200), (10_001, 413), (5_000_000, 413)] {
+        let response = app
+            .http
+            .post(app.url("/v1/batch"))
+            .basic_auth(KEY, Some(""))
+            .header("content-encoding", "gzip")
+            .body(gzip_padded_to(size))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{size} bytes decompressed");
+    }
+}

@@ -139,3 +139,27 @@ async fn without_a_static_key_only_stored_keys_are_accepted() {
     assert_eq!(response.status(), 200);
     assert_eq!(app.stored(1).await[0].project, "gamma");
 }
+
+#[tokio::test]
+async fn readiness_needs_postgres_only_when_there_is_no_static_key() {
+    let unreachable = "postgres://postgres@127.0.0.1:1/nowhere".to_owned();
+    let with_static = spawn_app_with(|config| config.postgres.url = unreachable.clone()).await;
+    let ready = (with_static.app.admin_state(None).readiness)().await;
+    assert_eq!(ready, Ok(()));
+    let without = spawn_app_with(|config| {
+        config.postgres.url = unreachable.clone();
+        config.write_key = None;
+    })
+    .await;
+    let ready = (without.app.admin_state(None).readiness)().await;
+    assert!(ready.unwrap_err().contains("PostgreSQL"));
+    // A stored key cannot be checked without the database: 503 (retry), not 401.
+    let response = without
+        .post_as(
+            "wk_00000000000000000000000000000000",
+            "/v1/batch",
+            &json!({"batch": []}),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+}
