@@ -49,6 +49,8 @@ pub struct ResponseCache {
     /// Bumped for every project when notifications may have been missed (NATS reconnects).
     epoch: Arc<std::sync::atomic::AtomicU64>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// False when configured with no capacity: every request is computed (for measurements).
+    enabled: bool,
 }
 
 impl ResponseCache {
@@ -61,6 +63,7 @@ impl ResponseCache {
             generations: Arc::default(),
             epoch: Arc::default(),
             changes: broadcast::channel(CHANGE_CHANNEL).0,
+            enabled: capacity > 0,
         }
     }
 
@@ -102,6 +105,26 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
     {
+        if !self.enabled {
+            metrics::counter!("api_cache_misses_total").increment(1);
+            return match compute().await {
+                Ok(value) => match serde_json::to_vec(&value) {
+                    Ok(body) => {
+                        let etag = etag(&body);
+                        respond_with(
+                            &Cached {
+                                body: body.into(),
+                                etag,
+                            },
+                            headers,
+                            "off",
+                        )
+                    }
+                    Err(error) => ApiError::Internal(error.into()).response(),
+                },
+                Err(error) => error.response(),
+            };
+        }
         let full_key = (project.to_owned(), self.generation(project), key);
         let mut missed = false;
         let result = self

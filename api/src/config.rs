@@ -38,7 +38,8 @@ pub struct Config {
     /// Longest date range one request may ask for, in days (422 beyond).
     #[arg(long = "max-range-days", env = "API_MAX_RANGE_DAYS", default_value_t = 400)]
     pub max_range_days: i64,
-    /// Responses kept in the cache at most (bounded memory).
+    /// Responses kept in the cache at most (bounded memory); 0 turns the cache off (every request
+    /// is computed, concurrent identical ones too).
     #[arg(long = "cache-capacity", env = "API_CACHE_CAPACITY", default_value_t = 10_000)]
     pub cache_capacity: u64,
     /// Time to live of a cached response: the backstop when a change notification is lost.

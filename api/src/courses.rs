@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{Principal, Role},
-    routes::{path_id, Page, Range, RangeQuery},
+    routes::{path_id, JsonBody, Page, Range, RangeQuery},
     ApiError, App,
 };
 
@@ -334,7 +334,7 @@ pub async fn put(
     State(app): State<App>,
     principal: Principal,
     Path(course): Path<String>,
-    Json(update): Json<CourseUpdate>,
+    JsonBody(update): JsonBody<CourseUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     path_id("id", &course)?;
     principal.require_admin()?;

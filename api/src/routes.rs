@@ -153,3 +153,18 @@ pub fn path_id(name: &str, id: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// A JSON request body whose rejections (not JSON, wrong shape) are `{"error","detail"}` 422s
+/// like every other invalid request.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::Unprocessable(rejection.body_text())),
+        }
+    }
+}

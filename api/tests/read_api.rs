@@ -673,6 +673,18 @@ async fn invalid_queries_are_422_with_the_reason() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = stack.put("/v1/courses/c1", k, &json!({"total_lessons": 0})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let malformed = stack
+        .http
+        .post(format!("{}/v1/funnels", stack.base))
+        .bearer_auth(k)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_query", "{body}");
     let (status, body) = stack.get("/v1/nothing-here", k).await;
     assert_eq!(
         (status, body["error"].as_str()),
