@@ -29,6 +29,31 @@ use crate::ApiError;
 pub struct Cached {
     pub body: Bytes,
     pub etag: String,
+    /// The body gzip-compressed, made once on the first request that accepts it (cached
+    /// responses are then served compressed without compressing again).
+    gzip: std::sync::OnceLock<Bytes>,
+}
+
+/// Bodies shorter than this are sent as they are.
+const GZIP_MIN_BYTES: usize = 1024;
+
+impl Cached {
+    pub fn new(body: Bytes) -> Self {
+        Self {
+            etag: etag(&body),
+            body,
+            gzip: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn gzipped(&self) -> &Bytes {
+        self.gzip.get_or_init(|| {
+            use std::io::Write as _;
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(&self.body).ok();
+            Bytes::from(encoder.finish().unwrap_or_default())
+        })
+    }
 }
 
 /// What the workers announce after each commit (workers/src/changes.rs).
@@ -109,17 +134,7 @@ impl ResponseCache {
             metrics::counter!("api_cache_misses_total").increment(1);
             return match compute().await {
                 Ok(value) => match serde_json::to_vec(&value) {
-                    Ok(body) => {
-                        let etag = etag(&body);
-                        respond_with(
-                            &Cached {
-                                body: body.into(),
-                                etag,
-                            },
-                            headers,
-                            "off",
-                        )
-                    }
+                    Ok(body) => respond_with(&Cached::new(body.into()), headers, "off"),
                     Err(error) => ApiError::Internal(error.into()).response(),
                 },
                 Err(error) => error.response(),
@@ -133,8 +148,7 @@ impl ResponseCache {
                 missed = true;
                 let value = compute().await?;
                 let body = Bytes::from(serde_json::to_vec(&value).map_err(anyhow::Error::from)?);
-                let etag = etag(&body);
-                Ok::<_, ApiError>(Arc::new(Cached { body, etag }))
+                Ok::<_, ApiError>(Arc::new(Cached::new(body)))
             })
             .await;
         let cached = match result {
@@ -152,18 +166,43 @@ impl ResponseCache {
 
 /// A JSON body with its validators, or 304 when the client already has it.
 pub fn respond_with(cached: &Cached, headers: &HeaderMap, cache_status: &'static str) -> Response {
-    let etag = HeaderValue::from_str(&cached.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let gzip = cached.body.len() >= GZIP_MIN_BYTES
+        && headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|e| e.trim() == "gzip" || e.trim().starts_with("gzip;"))
+            });
+    // Each representation has its own strong validator; either one matches.
+    let gzip_etag = format!("{}-gz\"", cached.etag.trim_end_matches('"'));
+    let etag = if gzip { &gzip_etag } else { &cached.etag };
+    let etag_value = HeaderValue::from_str(etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == cached.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == cached.etag || t == gzip_etag || t == "*")
+        });
     let common = [
-        (header::ETAG, etag),
+        (header::ETAG, etag_value),
         (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
         (header::VARY, HeaderValue::from_static("Authorization, Accept-Encoding")),
     ];
     let mut response = if matches {
         (StatusCode::NOT_MODIFIED, common).into_response()
+    } else if gzip {
+        (
+            common,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+            ],
+            Body::from(cached.gzipped().clone()),
+        )
+            .into_response()
     } else {
         (
             common,

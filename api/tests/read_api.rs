@@ -877,6 +877,10 @@ async fn cached_answers_follow_the_workers_commits_with_etags_and_gzip() {
     assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
     let bytes = gzipped.bytes().await.unwrap();
     assert_eq!(&bytes[..2], [0x1f, 0x8b], "a gzip stream");
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut json).unwrap();
+    let plain: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(plain["series"][0]["dau"], 3, "the same document, compressed");
 
     // A new learner on day 2: the workers' change notification makes the next answer fresh.
     stack
