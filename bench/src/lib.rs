@@ -68,18 +68,14 @@ impl Workload {
                 }
                 let method = if rng.bool() { "password" } else { "google" };
                 emit(&mut rng, "Login", json!({"method": method}));
-                emit(&mut rng, "Page Viewed", json!({"page": "/dashboard"}));
+                emit(&mut rng, PAGE, json!({"path": "/dashboard"}));
                 // Browse: view a course, maybe enrol (the course funnel).
                 let course = rng.usize(0..self.courses);
                 let course_id = format!("course-{course:02}");
                 emit(&mut rng, "Course Viewed", json!({"course_id": course_id}));
-                emit(
-                    &mut rng,
-                    "Page Viewed",
-                    json!({"page": format!("/courses/{course_id}")}),
-                );
+                emit(&mut rng, PAGE, json!({"path": format!("/courses/{course_id}")}));
                 if !progress.contains_key(&course) && rng.f64() < 0.45 {
-                    emit(&mut rng, "Product Viewed", json!({"course_id": course_id}));
+                    emit(&mut rng, "Product View", json!({"course_id": course_id}));
                     if rng.f64() < 0.6 {
                         emit(&mut rng, "Add To Cart", json!({"course_id": course_id, "amount": 49}));
                         if rng.f64() < 0.7 {
@@ -169,10 +165,24 @@ pub fn dau(events: &[Value]) -> BTreeMap<NaiveDate, usize> {
     days.into_iter().map(|(day, users)| (day, users.len())).collect()
 }
 
+/// The name under which the generator emits a Segment `page` call (ingest turns it into
+/// `page_view` with `properties.page`) rather than a track call.
+const PAGE: &str = "(page)";
+
 fn track(user: &str, seq: u32, name: &str, ts: DateTime<Utc>, properties: Value) -> Value {
+    let (kind, name_field) = if name == PAGE {
+        ("page", "name")
+    } else {
+        ("track", "event")
+    };
+    let name = if name == PAGE {
+        properties["path"].as_str().unwrap_or("/").to_owned()
+    } else {
+        name.to_owned()
+    };
     json!({
-        "type": "track",
-        "event": name,
+        "type": kind,
+        name_field: name,
         "userId": user,
         "messageId": format!("{user}-{seq:06}"),
         "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -209,7 +219,11 @@ mod tests {
         assert_eq!(generated.dau.len(), 10);
         assert_eq!(*generated.dau.keys().next_back().unwrap(), small().end);
         let count = |name: &str| generated.events.iter().filter(|e| e["event"] == name).count();
-        assert!(count("Product Viewed") > count("Add To Cart"));
+        assert!(count("Product View") > count("Add To Cart"));
+        assert!(generated
+            .events
+            .iter()
+            .any(|e| e["type"] == "page" && e["properties"]["path"] == "/dashboard"));
         assert!(count("Add To Cart") > count("Purchase"));
         assert!(count("Course Completed") > 0);
     }

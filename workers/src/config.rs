@@ -24,8 +24,9 @@ pub struct Config {
     /// Durable consumer name; every worker process with the same name shares the work.
     #[arg(long = "consumer", env = "WORKERS_CONSUMER", default_value = "workers")]
     pub consumer: String,
-    /// Most JetStream messages fetched and committed together (each holds one or more events).
-    #[arg(long = "batch-size", env = "WORKERS_BATCH_SIZE", default_value_t = 256)]
+    /// Most JetStream messages fetched and committed together (each holds up to a few hundred
+    /// events, as ingest coalesces them).
+    #[arg(long = "batch-size", env = "WORKERS_BATCH_SIZE", default_value_t = 64)]
     pub batch_size: usize,
     /// Longest a fetch waits to fill a batch before processing what it has.
     #[arg(long = "max-wait", env = "WORKERS_MAX_WAIT", default_value = "200ms", value_parser = parse_duration)]

@@ -45,8 +45,6 @@ pub struct App {
     js: jetstream::Context,
     consumer: PullConsumer,
     store: EventStore,
-    /// MongoDB `student_learning_paths`.
-    paths: mongodb::Collection<mongodb::bson::Document>,
     /// Where poison messages are copied, in the dead-letter stream.
     dead_letter_subject: String,
     mongo: mongodb::Database,
@@ -102,7 +100,6 @@ impl App {
         ensure_dead_letter_stream(&js, &config.nats).await?;
         let changes_subject = subjects.changes();
         let dead_letter_subject = subjects.dead_letter();
-        let paths = mongo.collection("student_learning_paths");
         tracing::info!(stream = %config.nats.stream, consumer = %config.consumer, mongo_db = %config.mongo.db, "workers ready");
         Ok(Self {
             config: Arc::new(config),
@@ -110,7 +107,6 @@ impl App {
             js,
             consumer,
             store,
-            paths,
             dead_letter_subject,
             mongo,
             pool,
@@ -218,7 +214,10 @@ impl App {
             }
         }
         let events = batch.iter().map(|(_, _, events)| events.len()).sum::<usize>();
-        match self.store_and_roll_up(&batch).await {
+        let heartbeat = self.keep_alive(&batch);
+        let outcome = self.store_and_roll_up(&batch).await;
+        heartbeat.abort();
+        match outcome {
             Ok(touched) => {
                 for (n, (message, _, _)) in batch.iter().enumerate() {
                     if n == 1 {
@@ -319,8 +318,26 @@ impl App {
                 Some((event.project.clone(), event.user_key().to_owned(), course))
             })
             .collect();
-        paths::refresh(&self.pool, &self.paths, &lessons).await?;
+        paths::refresh(&self.pool, &self.mongo, &lessons).await?;
         Ok(delta.touched())
+    }
+
+    /// While a batch is processed, tells JetStream every third of the ack wait that its messages
+    /// are still in progress, so a slow batch (a loaded database) is not redelivered to another
+    /// worker while this one is still on it.
+    fn keep_alive(&self, batch: &[(jetstream::Message, String, Vec<Event>)]) -> tokio::task::JoinHandle<()> {
+        let messages: Vec<jetstream::Message> = batch.iter().map(|(message, _, _)| message.clone()).collect();
+        let every = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for message in &messages {
+                    message.ack_with(AckKind::Progress).await.ok();
+                }
+            }
+        })
     }
 
     /// Aborts the process here if `--failpoint` names this point and the batch has events.

@@ -11,11 +11,16 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt as _, TryStreamExt as _};
 use mongodb::{
     bson::{self, doc, Document},
-    Collection,
+    Collection, Database,
 };
+
+/// The MongoDB collection.
+pub const COLLECTION: &str = "student_learning_paths";
 use sqlx::PgPool;
 
-/// Updates in flight at once.
+/// Updates in flight at once. One `update` command carrying many upserts would save round trips,
+/// but two of them from two workers at once deadlock FerretDB 1.24 (SQLite); single-document
+/// upserts do not.
 const CONCURRENCY: usize = 16;
 
 type Row = (
@@ -30,11 +35,9 @@ type Row = (
 );
 
 /// Rewrites the learning paths of the given (project, student, course) triples from PostgreSQL.
-pub async fn refresh(
-    pool: &PgPool,
-    paths: &Collection<Document>,
-    pairs: &BTreeSet<(String, String, String)>,
-) -> anyhow::Result<()> {
+pub async fn refresh(pool: &PgPool, db: &Database, pairs: &BTreeSet<(String, String, String)>) -> anyhow::Result<()> {
+    let paths: Collection<Document> = db.collection(COLLECTION);
+    let paths = &paths;
     if pairs.is_empty() {
         return Ok(());
     }

@@ -171,3 +171,16 @@ fn urls_are_rerouted_through_the_proxy() {
     );
     assert_eq!(target("mongodb://127.0.0.1:27017"), "127.0.0.1:27017".parse().unwrap());
 }
+
+#[tokio::test]
+async fn two_worker_processes_racing_on_one_stream_with_resends_count_every_event_once() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let first = Service::start("workers", &worker_env(&env));
+    let second = Service::start("workers", &worker_env(&env));
+    publisher.publish_all(&events(EVENTS), 10, 3).await;
+    drained(&env, Duration::from_secs(90)).await;
+    first.stop();
+    second.stop();
+    assert_exactly_once(&env, EVENTS).await;
+}

@@ -138,6 +138,39 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the top events and pages over the range, as the api reports them.
+async fn headlines(
+    client: &reqwest::Client,
+    api: &str,
+    read_key: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> anyhow::Result<()> {
+    for (path, field) in [("events/top", "event"), ("pages/top", "page")] {
+        let url = format!(
+            "{}/v1/metrics/{path}?from={from}&to={to}&limit=5",
+            api.trim_end_matches('/')
+        );
+        let reply: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(read_key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        println!("\ntop {field}s, {from} to {to}:");
+        for item in reply["items"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<28} {:>8}",
+                item[field].as_str().unwrap_or("?"),
+                item["count"].as_i64().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Polls the api until its DAU per day equals `expected`, then prints the series side by side.
 async fn verify(
     client: &reqwest::Client,
@@ -199,6 +232,7 @@ async fn verify(
                 expected.len(),
                 started.elapsed().as_secs_f64()
             );
+            headlines(client, api, read_key, *from, *to).await?;
             return Ok(());
         }
         if started.elapsed() > timeout {
