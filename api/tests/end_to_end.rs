@@ -3,81 +3,16 @@
 //! several users and days go in through ingest; the exact DAU series comes out of the api.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::testing::{eventually, TestEnv};
+use common::testing::{eventually, free_addr, workspace_binary as binary, Service, TestEnv};
 use serde_json::{json, Value};
 
 const WRITE_KEY: &str = "wk_end_to_end";
 const READ_KEY: &str = "rk_end_to_end";
 const PROJECT: &str = "e2e";
-
-/// A binary of this workspace, built by `cargo test` next to the test executable's folder.
-fn binary(name: &str) -> PathBuf {
-    let mut path = std::env::current_exe().expect("test executable path");
-    path.pop();
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    path.join(name)
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A running service process, killed if the test fails before stopping it.
-struct Service {
-    name: &'static str,
-    child: Child,
-}
-
-impl Service {
-    fn start(name: &'static str, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(binary(name));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} at {}: {e}", binary(name).display()));
-        Self { name, child }
-    }
-
-    /// Sends SIGTERM and expects a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(status.success(), "cannot signal {}", self.name);
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().expect("wait works") {
-                assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not exit within 10 s of SIGTERM", self.name);
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
 
 fn track(user: &str, id: &str, event: &str, timestamp: &str) -> Value {
     json!({"type": "track", "event": event, "userId": user, "messageId": id, "timestamp": timestamp,

@@ -43,27 +43,7 @@ async fn stack() -> Stack {
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
     workers::MIGRATOR.run(&pool).await.unwrap();
     let shutdown = CancellationToken::new();
-    let workers = workers::Config::parse_from([
-        "workers",
-        "--nats-url",
-        &env.nats.url,
-        "--nats-stream",
-        &env.nats.stream,
-        "--nats-subject-prefix",
-        &env.nats.subject_prefix,
-        "--database-url",
-        &env.database_url,
-        "--mongo-uri",
-        &env.mongo_uri,
-        "--mongo-db",
-        &env.mongo_db,
-        "--mongo-write-concern",
-        "1",
-        "--mongo-journal",
-        "false",
-        "--max-wait",
-        "50ms",
-    ]);
+    let workers = workers::Config::parse_from(env.worker_args(&["--max-wait", "50ms"]));
     let workers = workers::App::build(workers).await.expect("workers start");
     tokio::spawn(workers.run(shutdown.clone()));
     let config = api::Config::parse_from([

@@ -69,6 +69,36 @@ impl TestEnv {
         }
     }
 
+    /// The command line of a `workers` process (or `workers::Config::parse_from`) on this test's
+    /// stream and databases, writing MongoDB without waiting for a journal (test data), plus
+    /// `extra` flags.
+    pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "workers",
+            "--nats-url",
+            &self.nats.url,
+            "--nats-stream",
+            &self.nats.stream,
+            "--nats-subject-prefix",
+            &self.nats.subject_prefix,
+            "--database-url",
+            &self.database_url,
+            "--mongo-uri",
+            &self.mongo_uri,
+            "--mongo-db",
+            &self.mongo_db,
+            "--mongo-write-concern",
+            "1",
+            "--mongo-journal",
+            "false",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
     /// Removes the database, the Mongo database and the stream; called on drop.
     pub async fn cleanup(&self) {
         if let Ok(client) = async_nats::connect(&self.nats.url).await {

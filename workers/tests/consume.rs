@@ -20,27 +20,7 @@ fn event(project: &str, id: &str, user: &str, ts: &str) -> serde_json::Value {
 }
 
 async fn start_workers(env: &TestEnv) -> CancellationToken {
-    let config = workers::Config::parse_from([
-        "workers",
-        "--nats-url",
-        &env.nats.url,
-        "--nats-stream",
-        &env.nats.stream,
-        "--nats-subject-prefix",
-        &env.nats.subject_prefix,
-        "--database-url",
-        &env.database_url,
-        "--mongo-uri",
-        &env.mongo_uri,
-        "--mongo-db",
-        &env.mongo_db,
-        "--mongo-write-concern",
-        "1",
-        "--mongo-journal",
-        "false",
-        "--max-wait",
-        "100ms",
-    ]);
+    let config = workers::Config::parse_from(env.worker_args(&["--max-wait", "100ms"]));
     let app = workers::App::build(config)
         .await
         .expect("workers start against the real servers");

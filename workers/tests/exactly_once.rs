@@ -14,29 +14,7 @@ use support::{drained, event, reconcile, stored, Publisher};
 use tokio_util::sync::CancellationToken;
 
 fn config(env: &TestEnv) -> workers::Config {
-    workers::Config::parse_from([
-        "workers",
-        "--nats-url",
-        &env.nats.url,
-        "--nats-stream",
-        &env.nats.stream,
-        "--nats-subject-prefix",
-        &env.nats.subject_prefix,
-        "--database-url",
-        &env.database_url,
-        "--mongo-uri",
-        &env.mongo_uri,
-        "--mongo-db",
-        &env.mongo_db,
-        "--mongo-write-concern",
-        "1",
-        "--mongo-journal",
-        "false",
-        "--max-wait",
-        "100ms",
-        "--batch-size",
-        "16",
-    ])
+    workers::Config::parse_from(env.worker_args(&["--max-wait", "100ms", "--batch-size", "16"]))
 }
 
 async fn start_worker(env: &TestEnv) -> CancellationToken {
