@@ -146,7 +146,7 @@ async fn headlines(
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<()> {
-    for (path, field) in [("events/top", "event"), ("pages/top", "page")] {
+    for (path, field, count) in [("events/top", "event", "events"), ("pages/top", "page", "views")] {
         let url = format!(
             "{}/v1/metrics/{path}?from={from}&to={to}&limit=5",
             api.trim_end_matches('/')
@@ -164,7 +164,7 @@ async fn headlines(
             println!(
                 "  {:<28} {:>8}",
                 item[field].as_str().unwrap_or("?"),
-                item["count"].as_i64().unwrap_or_default()
+                item[count].as_i64().unwrap_or_default()
             );
         }
     }
