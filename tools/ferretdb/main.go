@@ -1,6 +1,6 @@
-// Command ferretdb-shim runs FerretDB (embedded, SQLite backend) as the local
-// MongoDB-compatible server for ./scripts/services when no mongod is installed,
-// and checks that a MongoDB wire server answers.
+// Command ferretdb-shim runs FerretDB (embedded, SQLite or PostgreSQL backend) as
+// the local MongoDB-compatible server for ./scripts/services when no mongod is
+// installed, and checks that a MongoDB wire server answers.
 //
 // Why a shim: `go install` of FerretDB's own command panics for lack of the
 // version file its build normally generates, while the embeddable package
@@ -8,8 +8,16 @@
 //
 // Usage:
 //
-//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 --sqlite-dir DIR [--log-level info]
+//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 [--backend sqlite] --sqlite-dir DIR [--log-level info]
+//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 --backend postgresql --postgresql-url URL
 //	ferretdb-shim ping  --uri mongodb://127.0.0.1:27017 [--timeout 2s]
+//
+// PostgreSQL backend: every MongoDB database is a PostgreSQL schema of the
+// database named in the URL (which must exist), every collection a table of
+// one jsonb column. The URL may carry pgxpool settings such as
+// pool_max_conns (FerretDB's default is 50). Only one FerretDB may use a given
+// PostgreSQL database at a time: each caches the collection and index list in
+// memory, loaded once at its first request. See docs/ferretdb.md.
 //
 // Telemetry: ferretdb.Config has no telemetry setting because the embedded
 // package never creates a telemetry reporter; ferretdb.New also disables and
@@ -22,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,7 +72,8 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ferretdb-shim serve [--listen-addr ADDR] --sqlite-dir DIR [--log-level LEVEL] [--sqlite-synchronous normal|full]")
+	fmt.Fprintln(os.Stderr, "usage: ferretdb-shim serve [--listen-addr ADDR] [--backend sqlite] --sqlite-dir DIR [--sqlite-synchronous normal|full] [--log-level LEVEL]")
+	fmt.Fprintln(os.Stderr, "       ferretdb-shim serve [--listen-addr ADDR] --backend postgresql --postgresql-url URL [--log-level LEVEL]")
 	fmt.Fprintln(os.Stderr, "       ferretdb-shim ping [--uri URI] [--timeout DURATION]")
 }
 
@@ -71,19 +81,17 @@ func usage() {
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listenAddr := fs.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
-	sqliteDir := fs.String("sqlite-dir", "", "directory holding one SQLite file per database (required)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	backend := fs.String("backend", "sqlite", "storage backend: sqlite or postgresql")
+	sqliteDir := fs.String("sqlite-dir", "", "sqlite: directory holding one SQLite file per database (required)")
 	// SQLite's synchronous setting. FerretDB runs SQLite in WAL mode, where "normal" survives a
 	// crash of the process (only a power loss can lose the last commits) and does not fsync on
 	// every commit, as the default "full" does: several times the write rate of a local server.
-	synchronous := fs.String("sqlite-synchronous", "normal", "normal or full")
+	synchronous := fs.String("sqlite-synchronous", "normal", "sqlite: normal or full")
+	postgresqlURL := fs.String("postgresql-url", "", "postgresql: connection URL of an existing database, e.g. postgres://postgres@127.0.0.1:5432/ferretdb (required)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	_ = fs.Parse(args)
-	if *synchronous != "normal" && *synchronous != "full" {
-		return fmt.Errorf("--sqlite-synchronous: want normal or full, got %q", *synchronous)
-	}
-
-	if *sqliteDir == "" {
-		return errors.New("--sqlite-dir is required")
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 
 	var level slog.Level
@@ -92,24 +100,57 @@ func serve(args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	dir, err := filepath.Abs(*sqliteDir)
-	if err != nil {
-		return fmt.Errorf("--sqlite-dir: %w", err)
+	config := &ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{TCP: *listenAddr},
+		Logger:   logger,
 	}
-	if err = os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--sqlite-dir: %w", err)
+	// What the start line logs about the storage (no password).
+	var storage []any
+
+	switch *backend {
+	case "sqlite":
+		if *postgresqlURL != "" {
+			return errors.New("--postgresql-url needs --backend postgresql")
+		}
+		if *synchronous != "normal" && *synchronous != "full" {
+			return fmt.Errorf("--sqlite-synchronous: want normal or full, got %q", *synchronous)
+		}
+		if *sqliteDir == "" {
+			return errors.New("--sqlite-dir is required with --backend sqlite")
+		}
+		dir, err := filepath.Abs(*sqliteDir)
+		if err != nil {
+			return fmt.Errorf("--sqlite-dir: %w", err)
+		}
+		if err = os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("--sqlite-dir: %w", err)
+		}
+		// FerretDB wants an SQLite URI naming a directory: "file:" + path ending in "/"; pragmas
+		// it does not set itself (it adds WAL, a busy timeout and auto_vacuum) pass through.
+		config.Handler = "sqlite"
+		config.SQLiteURL = "file:" + strings.TrimSuffix(dir, "/") + "/?_pragma=synchronous(" + *synchronous + ")"
+		storage = []any{"sqlite_url", config.SQLiteURL}
+
+	case "postgresql":
+		if *sqliteDir != "" {
+			return errors.New("--sqlite-dir needs --backend sqlite")
+		}
+		if *postgresqlURL == "" {
+			return errors.New("--postgresql-url is required with --backend postgresql")
+		}
+		u, err := url.Parse(*postgresqlURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || strings.Trim(u.Path, "/") == "" {
+			return fmt.Errorf("--postgresql-url: want postgres://[user@]host:port/database[?params], got %q", redactURL(*postgresqlURL))
+		}
+		config.Handler = "postgresql"
+		config.PostgreSQLURL = *postgresqlURL
+		storage = []any{"postgresql_url", redactURL(*postgresqlURL)}
+
+	default:
+		return fmt.Errorf("--backend: want sqlite or postgresql, got %q", *backend)
 	}
 
-	// FerretDB wants an SQLite URI naming a directory: "file:" + path ending in "/"; pragmas it
-	// does not set itself (it adds WAL, a busy timeout and auto_vacuum) pass through.
-	sqliteURL := "file:" + strings.TrimSuffix(dir, "/") + "/?_pragma=synchronous(" + *synchronous + ")"
-
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listenAddr},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: sqliteURL,
-	})
+	f, err := ferretdb.New(config)
 	if err != nil {
 		return err
 	}
@@ -118,11 +159,23 @@ func serve(args []string) error {
 	defer stop()
 
 	// Warn level so that it shows with the default --log-level of scripts/services.
-	logger.Warn("ferretdb-shim started", "ferretdb", ferretdbVersion(), "listen_addr", *listenAddr, "sqlite_url", sqliteURL)
+	logger.Warn("ferretdb-shim started", append([]any{
+		"ferretdb", ferretdbVersion(), "listen_addr", *listenAddr, "backend", *backend,
+	}, storage...)...)
 	err = f.Run(ctx)
 	logger.Warn("ferretdb-shim stopped")
 
 	return err
+}
+
+// redactURL hides the password of a connection URL for logs and errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+
+	return u.Redacted()
 }
 
 // ferretdbVersion reports the FerretDB module version compiled in: the
