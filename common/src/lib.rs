@@ -3,9 +3,13 @@
 //! (`/metrics`, `/healthz`, `/readyz`) and the shutdown signal.
 
 pub mod admin;
+pub mod bitmap;
+pub mod change;
 pub mod config;
+pub mod documents;
 pub mod event;
 pub mod keys;
+pub mod schema;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

@@ -33,9 +33,18 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// Logs of in-process services go to the test's captured output (shown for failing tests), at the
+/// level `RUST_LOG` sets (default `warn`). Safe to call from every test.
+pub fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 impl TestEnv {
     /// Creates the database and names the stream (created by the services when they start).
     pub async fn new() -> Self {
+        capture_logs();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let admin_database_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/analytics");
         let pg_database = format!("test_{id}");
