@@ -1,11 +1,11 @@
-//! Change notifications: after each commit, workers publish on `<prefix>.changes` what the commit
-//! touched (project, days, users), so the api can invalidate its cache and push live updates.
-//! Core NATS is enough: a lost notification only delays freshness until the cache TTL.
+//! Publishes the change notifications (`common::change::Change`) after each rollup commit, so the
+//! api drops its cached answers for the project and pushes live progress. Core NATS: a lost
+//! notification only delays freshness until the api's cache TTL.
 
-use crate::rollup::Touched;
+use common::change::Change;
 
-pub async fn publish(nats: &async_nats::Client, subject: &str, touched: &[Touched]) {
-    for change in touched {
+pub async fn publish(nats: &async_nats::Client, subject: &str, changes: &[Change]) {
+    for change in changes {
         match serde_json::to_vec(change) {
             Ok(payload) => {
                 if let Err(error) = nats.publish(subject.to_owned(), payload.into()).await {

@@ -1,5 +1,6 @@
-//! The Prometheus metrics workers record (CONTRACT.md §8), described once so `/metrics` carries
-//! HELP text and units for each.
+//! The Prometheus metrics workers record (docs/contract.md §8), described once so `/metrics`
+//! carries HELP text and units for each. Stage timings and counts are enough to tell where a
+//! batch's time goes (bench/RESULTS.md reads them).
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -8,7 +9,22 @@ pub fn describe() {
     describe_counter!(
         "workers_messages_processed_total",
         Unit::Count,
-        "JetStream messages stored, rolled up and acknowledged."
+        "JetStream messages rolled up, stored and acknowledged."
+    );
+    describe_counter!(
+        "workers_events_counted_total",
+        Unit::Count,
+        "Events claimed in the ledger and added to the rollups (each event once, ever)."
+    );
+    describe_counter!(
+        "workers_events_resent_total",
+        Unit::Count,
+        "Events already claimed by another message (client resends): neither counted nor stored again."
+    );
+    describe_counter!(
+        "workers_events_redelivered_total",
+        Unit::Count,
+        "Events already claimed by the same message (a redelivery after a crash): stored, not counted again."
     );
     describe_counter!(
         "workers_events_stored_total",
@@ -18,7 +34,7 @@ pub fn describe() {
     describe_counter!(
         "workers_events_duplicate_total",
         Unit::Count,
-        "Events already stored (client resends, redeliveries), recognised by their id."
+        "Events whose MongoDB insert found them stored already (by an earlier attempt)."
     );
     describe_counter!(
         "workers_redeliveries_total",
@@ -26,14 +42,29 @@ pub fn describe() {
         "Messages delivered more than once by JetStream."
     );
     describe_counter!(
-        "workers_poison_messages_total",
+        "workers_dead_letters_total",
         Unit::Count,
-        "Messages given up on, by reason."
+        "Dead letters written (a whole message or one event), by reason."
     );
     describe_counter!(
-        "workers_batch_failures_total",
+        "workers_dead_letter_events_total",
         Unit::Count,
-        "Batches whose stores failed and were left for redelivery."
+        "Events in dead letters written, by reason."
+    );
+    describe_counter!(
+        "workers_transient_failures_total",
+        Unit::Count,
+        "Attempts of a stage that failed transiently and were retried, by stage."
+    );
+    describe_counter!(
+        "workers_learning_paths_written_total",
+        Unit::Count,
+        "`student_learning_paths` documents rewritten by the flusher."
+    );
+    describe_counter!(
+        "workers_ledger_pruned_total",
+        Unit::Count,
+        "Ledger rows deleted past the retention."
     );
     describe_gauge!(
         "workers_consumer_pending_messages",
@@ -46,15 +77,15 @@ pub fn describe() {
         "Messages delivered but not yet acknowledged."
     );
     describe_histogram!(
-        "workers_batch_duration_seconds",
+        "workers_stage_duration_seconds",
         Unit::Seconds,
-        "Time to store, roll up and acknowledge one fetched batch."
+        "Time one batch spends in a stage: rollup (PostgreSQL), store (MongoDB), paths (one flush)."
     );
-    describe_histogram!("workers_batch_events_size", Unit::Count, "Events per fetched batch.");
+    describe_histogram!("workers_batch_events_size", Unit::Count, "Events per batch.");
     describe_histogram!(
         "workers_rollup_commit_duration_seconds",
         Unit::Seconds,
-        "Time of one PostgreSQL rollup transaction."
+        "Time of one PostgreSQL rollup transaction, from begin to commit."
     );
     describe_histogram!(
         "workers_end_to_end_lag_seconds",

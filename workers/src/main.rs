@@ -1,14 +1,17 @@
-//! `workers`: telemetry, then config, then build, then consume until SIGINT/SIGTERM; or
-//! `workers reconcile …`, which checks the rollups against the raw events and exits.
+//! `workers`: telemetry, then config, then build, then consume until SIGINT/SIGTERM. Or one of the
+//! operator commands, which do their job and exit: `workers reconcile …` (check, and with `--fix`
+//! repair, the rollups against the raw events) and `workers dlq list|replay|drop` (the
+//! dead-letter stream).
 
 use anyhow::Context as _;
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("reconcile") {
-        let config = workers::ReconcileConfig::parse_from(std::env::args().skip(1));
-        return reconcile(config).await;
+    match std::env::args().nth(1).as_deref() {
+        Some("reconcile") => return reconcile(workers::ReconcileConfig::parse_from(std::env::args().skip(1))).await,
+        Some("dlq") => return dlq(workers::DlqConfig::parse_from(std::env::args().skip(1))).await,
+        _ => {}
     }
     let config = workers::Config::parse();
     common::telemetry::init_tracing();
@@ -18,25 +21,30 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
     let shutdown = common::shutdown::shutdown_token();
-    let app = workers::App::build(config).await?;
+    let worker = workers::Worker::build(config).await?;
     tokio::spawn(common::admin::serve(
         admin_listener,
-        app.admin_state(Some(metrics)),
+        worker.admin_state(Some(metrics)),
         shutdown.clone(),
     ));
-    app.run(shutdown).await
+    worker.run(shutdown).await
 }
 
 #[allow(clippy::print_stdout)] // The report is the command's output.
 async fn reconcile(config: workers::ReconcileConfig) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(&config.postgres.url)
         .await
-        .context("cannot connect to PostgreSQL")?;
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", common::config::redact(&config.postgres.url)))?;
     let mongo = mongodb::Client::with_uri_str(&config.mongo.uri)
         .await
         .context("invalid MongoDB URI")?;
     let store = workers::store::EventStore::new(&mongo.database(&config.mongo.db), "1", false);
-    let differences = workers::reconcile(&pool, &store, &config.project, config.from, config.to).await?;
+    let range = workers::reconcile::Range {
+        project: config.project.clone(),
+        from: config.from,
+        to: config.to,
+    };
+    let mut differences = workers::reconcile(&pool, &store, &range).await?;
     for difference in &differences {
         println!("{difference}");
     }
@@ -47,8 +55,66 @@ async fn reconcile(config: workers::ReconcileConfig) -> anyhow::Result<()> {
         config.from,
         config.to
     );
+    if config.fix && !differences.is_empty() {
+        let fixed = workers::reconcile::fix(&pool, &store, &range).await?;
+        println!("rewrote {fixed} row(s) from the raw events; checking again");
+        differences = workers::reconcile(&pool, &store, &range).await?;
+        for difference in &differences {
+            println!("{difference}");
+        }
+        println!("{} difference(s) left", differences.len());
+    }
     if !differences.is_empty() {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // The listing is the command's output.
+async fn dlq(config: workers::DlqConfig) -> anyhow::Result<()> {
+    let nats = async_nats::connect(&config.nats.url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let js = async_nats::jetstream::new(nats);
+    let stream = format!("{}_DLQ", config.nats.stream);
+    let records = workers::dead_letter::list(&js, &stream).await?;
+    let selected = |select: &workers::DlqSelect| -> Vec<&workers::dead_letter::Record> {
+        records
+            .iter()
+            .filter(|r| {
+                select.all
+                    || select.seq.contains(&r.sequence)
+                    || select.reason.as_deref().is_some_and(|reason| r.reason == reason)
+            })
+            .collect()
+    };
+    match &config.command {
+        workers::DlqCommand::List { reason } => {
+            println!("sequence\ttime\treason\tsubject\tevents\tdetail");
+            let shown: Vec<_> = records
+                .iter()
+                .filter(|r| reason.as_deref().is_none_or(|reason| r.reason == reason))
+                .collect();
+            for record in &shown {
+                println!("{record}");
+            }
+            println!("{} dead letter(s) in {stream}", shown.len());
+        }
+        workers::DlqCommand::Replay { select } => {
+            let chosen = selected(select);
+            for record in &chosen {
+                workers::dead_letter::replay(&js, &stream, record).await?;
+                println!("replayed {} ({} event(s)) to {}", record.sequence, record.events, record.subject);
+            }
+            println!("{} dead letter(s) replayed", chosen.len());
+        }
+        workers::DlqCommand::Drop { select } => {
+            let chosen = selected(select);
+            for record in &chosen {
+                workers::dead_letter::drop_one(&js, &stream, record.sequence).await?;
+            }
+            println!("{} dead letter(s) dropped", chosen.len());
+        }
     }
     Ok(())
 }

@@ -1,17 +1,15 @@
-//! The raw event store: MongoDB `events`, one document per (project, messageId). The `_id` is
-//! derived from both, so a redelivered message or a client's resend inserts nothing new; the
-//! duplicate-key errors (code 11000) of an unordered bulk insert say exactly which events were
-//! already there, and every other failure fails the whole batch so it is retried.
-//!
-//! Each document also records `stored_by`, the key of the JetStream message that first stored it.
-//! That is what makes the rollups exact: an event is counted by the message that owns it, and only
-//! once that message's ledger row commits (see `migrations/0003_rollups.sql`).
-
-use std::collections::HashMap;
+//! The raw event store: MongoDB `events`, one document per (project, messageId) with the `_id`
+//! of `common::documents::event_id`, so inserting an event twice inserts nothing. The workers
+//! insert only the events their batch owns in the ledger (ledger.rs), after the rollups that
+//! count them committed, so MongoDB holds exactly the copy of each event that was counted.
 
 use anyhow::Context as _;
-use common::event::{Event, EventType};
-use futures::TryStreamExt as _;
+use common::{
+    documents::{event_id, field, EVENTS},
+    event::{Event, EventType},
+};
+
+use futures::{stream, StreamExt as _, TryStreamExt as _};
 use mongodb::{
     bson::{self, doc, Bson, Document},
     error::ErrorKind,
@@ -19,11 +17,14 @@ use mongodb::{
     Collection, IndexModel,
 };
 
+use crate::error::is_document_rejection;
+
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11_000;
 
 #[derive(Clone)]
 pub struct EventStore {
+    db: mongodb::Database,
     events: Collection<Document>,
     write_concern: WriteConcern,
 }
@@ -33,11 +34,10 @@ pub struct EventStore {
 pub struct Inserted {
     /// Documents newly inserted.
     pub stored: usize,
-    /// Events that were already stored (or repeated within the batch).
+    /// Documents already there (an earlier attempt of the same message stored them).
     pub duplicates: usize,
-    /// For each input event, the key of the message that owns it (first stored it); empty when
-    /// the stored document predates ownership.
-    pub owners: Vec<String>,
+    /// Documents the server refused for what they hold: (position, reason).
+    pub rejected: Vec<(usize, String)>,
 }
 
 impl EventStore {
@@ -48,9 +48,15 @@ impl EventStore {
             Err(_) => Acknowledgment::Custom(write_concern.to_owned()),
         };
         Self {
-            events: db.collection("events"),
+            db: db.clone(),
+            events: db.collection(EVENTS),
             write_concern: WriteConcern::builder().w(w).journal(journal).build(),
         }
+    }
+
+    /// The database of `events` (and of the learning paths).
+    pub fn database(&self) -> &mongodb::Database {
+        &self.db
     }
 
     /// Creates the indexes the analytics queries need that do not exist yet. Only the missing ones:
@@ -100,81 +106,68 @@ impl EventStore {
         }
     }
 
-    /// Inserts `events`, each with the key of the message carrying it, and says who owns each.
-    pub async fn insert(&self, events: &[(&Event, &str)]) -> anyhow::Result<Inserted> {
-        if events.is_empty() {
-            return Ok(Inserted::default());
+    /// Inserts `documents` (each an event this batch owns: see ledger.rs) in unordered bulk
+    /// inserts of `chunk` documents, `concurrency` at a time. A duplicate key means an earlier
+    /// attempt stored that event already; a document the server refuses for what it holds is
+    /// returned with the reason (by position in `documents`); any other failure fails the call,
+    /// which the caller retries (what was inserted then comes back as duplicates).
+    pub async fn insert(
+        &self,
+        documents: &[Document],
+        chunk: usize,
+        concurrency: usize,
+    ) -> Result<Inserted, mongodb::error::Error> {
+        let chunk = chunk.max(1);
+        let calls: Vec<_> = documents
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| self.insert_chunk(part, n * chunk))
+            .collect();
+        let outcomes: Vec<Result<Inserted, mongodb::error::Error>> =
+            stream::iter(calls).buffer_unordered(concurrency.max(1)).collect().await;
+        let mut total = Inserted::default();
+        for outcome in outcomes {
+            let part = outcome?;
+            total.stored += part.stored;
+            total.duplicates += part.duplicates;
+            total.rejected.extend(part.rejected);
         }
-        // One document per id: a repeat inside the batch is owned by its first occurrence.
-        let mut first: HashMap<String, usize> = HashMap::with_capacity(events.len());
-        let mut documents = Vec::with_capacity(events.len());
-        let mut document_of = Vec::with_capacity(events.len());
-        for (event, message) in events {
-            let id = document_id(&event.project, &event.message_id);
-            let next = documents.len();
-            let index = *first.entry(id).or_insert(next);
-            if index == next {
-                documents.push(to_document(event, message)?);
-            }
-            document_of.push(index);
-        }
-        let total = documents.len();
+        Ok(total)
+    }
+
+    /// One bulk insert; `offset` is the position of `part` in the whole insert.
+    async fn insert_chunk(&self, part: &[Document], offset: usize) -> Result<Inserted, mongodb::error::Error> {
+        let mut inserted = Inserted::default();
         let result = self
             .events
-            .insert_many(documents.iter())
+            .insert_many(part)
             .ordered(false)
             .write_concern(self.write_concern.clone())
             .await;
-        let mut existing: Vec<usize> = Vec::new();
-        if let Err(error) = result {
-            match *error.kind {
-                ErrorKind::InsertMany(ref failure)
-                    if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY)) =>
-                {
-                    existing = failure.write_errors.iter().flatten().map(|e| e.index).collect();
+        match result {
+            Ok(_) => inserted.stored = part.len(),
+            Err(error) => match *error.kind {
+                ErrorKind::InsertMany(ref failure) if failure.write_concern_error.is_none() => {
+                    let errors = failure.write_errors.as_deref().unwrap_or_default();
+                    if errors
+                        .iter()
+                        .any(|e| e.code != DUPLICATE_KEY && !is_document_rejection(e.code))
+                    {
+                        return Err(error);
+                    }
+                    for e in errors {
+                        if e.code == DUPLICATE_KEY {
+                            inserted.duplicates += 1;
+                        } else {
+                            inserted.rejected.push((offset + e.index, format!("{} (code {})", e.message, e.code)));
+                        }
+                    }
+                    inserted.stored = part.len() - errors.len();
                 }
-                _ => return Err(anyhow::Error::new(error).context("bulk insert into MongoDB `events` failed")),
-            }
+                _ => return Err(error),
+            },
         }
-        let mut owner_of_document: Vec<String> = documents
-            .iter()
-            .map(|d| d.get_str("stored_by").unwrap_or_default().to_owned())
-            .collect();
-        if !existing.is_empty() {
-            let ids: Vec<Bson> = existing
-                .iter()
-                .filter_map(|i| documents[*i].get("_id").cloned())
-                .collect();
-            let mut cursor = self
-                .events
-                .find(doc! {"_id": {"$in": ids}})
-                .projection(doc! {"stored_by": 1})
-                .await
-                .context("cannot read the owners of already stored events")?;
-            let mut owners: HashMap<String, String> = HashMap::with_capacity(existing.len());
-            while let Some(found) = cursor
-                .try_next()
-                .await
-                .context("cannot read the owners of already stored events")?
-            {
-                if let Ok(id) = found.get_str("_id") {
-                    owners.insert(id.to_owned(), found.get_str("stored_by").unwrap_or_default().to_owned());
-                }
-            }
-            for index in &existing {
-                let id = documents[*index].get_str("_id").unwrap_or_default();
-                owner_of_document[*index] = owners.get(id).cloned().unwrap_or_default();
-            }
-        }
-        Ok(Inserted {
-            stored: total - existing.len(),
-            duplicates: events.len() - (total - existing.len()),
-            owners: document_of.into_iter().map(|i| owner_of_document[i].clone()).collect(),
-        })
+        Ok(inserted)
     }
 
     /// Every stored event of `project` matching `filter` (reconcile reads the truth from here).
@@ -194,49 +187,47 @@ impl EventStore {
 }
 
 /// The stored document: the event's fields under the seeds' names, times as BSON dates.
-pub fn to_document(event: &Event, stored_by: &str) -> anyhow::Result<Document> {
+pub fn to_document(event: &Event) -> anyhow::Result<Document> {
     let date = |t: chrono::DateTime<chrono::Utc>| Bson::DateTime(bson::DateTime::from_millis(t.timestamp_millis()));
-    let mut document = doc! {
-        "_id": document_id(&event.project, &event.message_id),
-        "project": &event.project,
-        "message_id": &event.message_id,
-        "type": event.kind.as_str(),
-        "event": &event.event,
-        "ts": date(event.ts),
-        "day": event.day.to_string(),
-        "received_at": date(event.received_at),
-        "stored_by": stored_by,
-    };
+    let mut document = Document::new();
+    document.insert(field::ID, event_id(&event.project, &event.message_id));
+    document.insert(field::PROJECT, &event.project);
+    document.insert(field::MESSAGE_ID, &event.message_id);
+    document.insert(field::TYPE, event.kind.as_str());
+    document.insert(field::EVENT, &event.event);
+    document.insert(field::TS, date(event.ts));
+    document.insert(field::DAY, event.day.to_string());
+    document.insert(field::RECEIVED_AT, date(event.received_at));
     let optional = [
-        ("user_id", &event.user_id),
-        ("anonymous_id", &event.anonymous_id),
-        ("session_id", &event.session_id),
+        (field::USER_ID, &event.user_id),
+        (field::ANONYMOUS_ID, &event.anonymous_id),
+        (field::SESSION_ID, &event.session_id),
     ];
-    for (field, value) in optional {
+    for (name, value) in optional {
         if let Some(value) = value {
-            document.insert(field, value);
+            document.insert(name, value);
         }
     }
     if let Some(sent_at) = event.sent_at {
-        document.insert("sent_at", date(sent_at));
+        document.insert(field::SENT_AT, date(sent_at));
     }
     if let Some(timestamp) = event.timestamp {
-        document.insert("timestamp", date(timestamp));
+        document.insert(field::TIMESTAMP, date(timestamp));
     }
     if event.historical {
-        document.insert("historical", true);
+        document.insert(field::HISTORICAL, true);
     }
     if event.message_id_assigned {
-        document.insert("message_id_assigned", true);
+        document.insert(field::MESSAGE_ID_ASSIGNED, true);
     }
-    for (field, map) in [
-        ("properties", &event.properties),
-        ("context", &event.context),
-        ("traits", &event.traits),
+    for (name, map) in [
+        (field::PROPERTIES, &event.properties),
+        (field::CONTEXT, &event.context),
+        (field::TRAITS, &event.traits),
     ] {
         if !map.is_empty() {
-            let value = bson::to_bson(map).with_context(|| format!("cannot encode `{field}` as BSON"))?;
-            document.insert(field, value);
+            let value = bson::to_bson(map).with_context(|| format!("cannot encode `{name}` as BSON"))?;
+            document.insert(name, value);
         }
     }
     Ok(document)
@@ -264,34 +255,29 @@ pub fn from_document(document: &Document) -> anyhow::Result<Event> {
             _ => serde_json::Map::new(),
         }
     };
-    let ts = date("ts")?;
+    let ts = date(field::TS)?;
     Ok(Event {
-        project: document.get_str("project")?.to_owned(),
-        message_id: document.get_str("message_id")?.to_owned(),
-        message_id_assigned: document.get_bool("message_id_assigned").unwrap_or(false),
-        kind: match document.get_str("type")? {
+        project: document.get_str(field::PROJECT)?.to_owned(),
+        message_id: document.get_str(field::MESSAGE_ID)?.to_owned(),
+        message_id_assigned: document.get_bool(field::MESSAGE_ID_ASSIGNED).unwrap_or(false),
+        kind: match document.get_str(field::TYPE)? {
             "page" => EventType::Page,
             "screen" => EventType::Screen,
             "identify" => EventType::Identify,
             _ => EventType::Track,
         },
-        event: document.get_str("event")?.to_owned(),
-        user_id: string("user_id"),
-        anonymous_id: string("anonymous_id"),
-        session_id: string("session_id"),
+        event: document.get_str(field::EVENT)?.to_owned(),
+        user_id: string(field::USER_ID),
+        anonymous_id: string(field::ANONYMOUS_ID),
+        session_id: string(field::SESSION_ID),
         ts,
         day: ts.date_naive(),
-        timestamp: optional_date("timestamp"),
-        sent_at: optional_date("sent_at"),
-        received_at: date("received_at")?,
-        historical: document.get_bool("historical").unwrap_or(false),
-        properties: map("properties"),
-        context: map("context"),
-        traits: map("traits"),
+        timestamp: optional_date(field::TIMESTAMP),
+        sent_at: optional_date(field::SENT_AT),
+        received_at: date(field::RECEIVED_AT)?,
+        historical: document.get_bool(field::HISTORICAL).unwrap_or(false),
+        properties: map(field::PROPERTIES),
+        context: map(field::CONTEXT),
+        traits: map(field::TRAITS),
     })
-}
-
-/// The deterministic `_id`: projects cannot contain `:`, so the pair is unambiguous.
-pub fn document_id(project: &str, message_id: &str) -> String {
-    format!("{project}:{message_id}")
 }

@@ -1,100 +1,181 @@
-//! Exactly once, against the real servers: whatever is resent, redelivered or interrupted between
-//! the MongoDB insert and the PostgreSQL commit, every event is stored once and counted once, and
-//! `reconcile` (which recomputes everything from MongoDB) finds no difference.
+//! Exactly once, against the real servers: an event carried twice by one message, resent inside
+//! another message, redelivered after its rollups committed, or raced by two workers, is stored
+//! once and counted once, and `reconcile` (which recomputes everything from MongoDB) finds no
+//! difference; when a rollup is tampered with, it says where, and `--fix` repairs it.
 
 mod support;
 
 use std::time::Duration;
 
 use clap::Parser as _;
-use common::{event::Event, testing::TestEnv};
+use common::testing::TestEnv;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
-use support::{drained, event, reconcile, stored, Publisher};
+use support::{drained, event, paths_flushed, reconcile, stored, Publisher};
 use tokio_util::sync::CancellationToken;
 
-fn config(env: &TestEnv) -> workers::Config {
-    workers::Config::parse_from(env.worker_args(&["--max-wait", "100ms", "--batch-size", "16"]))
-}
-
 async fn start_worker(env: &TestEnv) -> CancellationToken {
-    let app = workers::App::build(config(env))
+    let config = workers::Config::parse_from(env.worker_args(&[
+        "--batch-linger",
+        "50ms",
+        "--batch-events",
+        "20",
+        "--paths-flush-interval",
+        "200ms",
+    ]));
+    let worker = workers::Worker::build(config)
         .await
         .expect("workers start against the real servers");
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    tokio::spawn(worker.run(shutdown.clone()));
     shutdown
 }
 
+async fn total_counted(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("select coalesce(sum(events), 0)::bigint from daily_event_counts")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn an_interrupted_batch_and_an_applied_redelivery_are_each_counted_exactly_once() {
+async fn every_way_of_carrying_an_event_again_counts_it_once() {
     let env = TestEnv::new().await;
     let publisher = Publisher::new(&env).await;
     let shutdown = start_worker(&env).await;
-    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
-    let store = workers::store::EventStore::new(&mongo.database(&env.mongo_db), "1", false);
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    workers::MIGRATOR.run(&pool).await.unwrap();
 
-    // A worker died after storing message "crashed" in MongoDB, before its PostgreSQL commit.
-    let crashed: Vec<Value> = (0..6).map(|i| event(&format!("c{i}"), "u1", 1, i)).collect();
-    let as_events: Vec<Event> = crashed
+    // One message carrying the same event twice (ingest coalesces two requests into one
+    // message, and a client resent the event meanwhile): counted once. This is what made the
+    // per-message ledger over-count.
+    let twice: Vec<Value> = vec![
+        event("t1", "u1", 1, 2),
+        event("t2", "u1", 1, 0),
+        event("t1", "u1", 1, 2),
+    ];
+    publisher.publish("twice", &twice).await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(total_counted(&pool).await, 2);
+
+    // A client resend inside another message: counted once, and MongoDB keeps the first copy.
+    let mut resend = event("t1", "u1", 1, 2);
+    resend["received_at"] = "2026-03-21T00:00:00Z".into();
+    publisher.publish("resend", &[resend]).await;
+    // A redelivery of "twice" after its commit (the worker died before acknowledging): the
+    // same message key under another Nats-Msg-Id, as a replay carries it.
+    publisher
+        .publish_with_key("twice-redelivered", "id:twice", &twice)
+        .await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(total_counted(&pool).await, 2);
+    assert_eq!(stored(&env).await, 2);
+    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
+    let kept = mongo
+        .database(&env.mongo_db)
+        .collection::<Document>("events")
+        .find_one(doc! {"_id": "p1:t1"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.get_datetime("received_at").unwrap().try_to_rfc3339_string().unwrap(),
+        "2026-03-20T00:00:00Z",
+        "the stored copy is the counted one"
+    );
+
+    // A batch whose rollups committed and whose MongoDB insert never happened (the worker died
+    // in between): its redelivery stores the events without counting them again.
+    let lost: Vec<Value> = (0..4).map(|i| event(&format!("l{i}"), "u2", 2, i)).collect();
+    claim_without_storing(&env, &pool, "id:lost", &lost).await;
+    assert_eq!(total_counted(&pool).await, 6);
+    publisher.publish_with_key("lost-redelivered", "id:lost", &lost).await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(total_counted(&pool).await, 6);
+    assert_eq!(stored(&env).await, 6);
+
+    paths_flushed(&env).await;
+    let differences = reconcile(&env).await;
+    assert!(differences.is_empty(), "reconcile found: {differences:#?}");
+    shutdown.cancel();
+}
+
+/// Runs the rollup of `events` as message `key` would, then stops before MongoDB: a worker that
+/// died between its commit and its insert.
+async fn claim_without_storing(env: &TestEnv, pool: &sqlx::PgPool, key: &str, events: &[Value]) {
+    let events: Vec<common::event::Event> = events
         .iter()
         .map(|v| serde_json::from_value(v.clone()).unwrap())
         .collect();
-    let pairs: Vec<(&Event, &str)> = as_events.iter().map(|e| (e, "id:crashed")).collect();
-    assert_eq!(store.insert(&pairs).await.unwrap().stored, 6);
-    // Another worker committed message "done" and died before acknowledging it.
-    let done: Vec<Value> = (0..6).map(|i| event(&format!("d{i}"), "u2", 2, i)).collect();
-    publisher.publish("done", &done).await;
+    let users = events.iter().map(|e| (e.project.as_str(), e.user_key())).collect();
+    let ords = workers::ordinals::OrdinalCache::new(100).resolve(pool, users).await.unwrap();
+    let entries: Vec<workers::ledger::Entry<'_>> = events
+        .iter()
+        .map(|event| workers::ledger::Entry {
+            event,
+            owner: workers::ledger::owner_of(key),
+            user_ord: ords[&(event.project.clone(), event.user_key().to_owned())],
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    let claims = workers::ledger::claim(&mut tx, &entries).await.unwrap();
+    assert!(claims.iter().all(|c| *c == workers::ledger::Claim::New));
+    let delta = workers::rollup::Delta::from_events(&events);
+    workers::rollup::apply(&mut tx, &delta, &ords).await.unwrap();
+    tx.commit().await.unwrap();
+    let _ = env;
+}
+
+#[tokio::test]
+async fn reconcile_reports_a_tampered_rollup_and_fix_repairs_it() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let shutdown = start_worker(&env).await;
+    publisher.publish_all(&support::events(120), 10, 4).await;
     drained(&env, Duration::from_secs(60)).await;
-    let before: i64 = sqlx::query_scalar("select sum(events)::bigint from daily_event_counts")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(before, 6);
+    paths_flushed(&env).await;
+    assert!(reconcile(&env).await.is_empty());
 
-    // Both are redelivered, and a client resends two events of "crashed" inside a new message.
-    publisher.publish("crashed", &crashed).await;
-    // (JetStream's own duplicate window would drop a republished "done"; a redelivery is what the
-    // ledger must catch, so it is modelled by a different Nats-Msg-Id naming the same ledger key.)
-    sqlx::query("insert into applied_messages (message_key) values ('id:done-again') on conflict do nothing")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let resent_done: Vec<Value> = done.clone();
-    publisher.publish("done-again", &resent_done).await;
-    publisher.publish("client-resend", &crashed[..2]).await;
-    drained(&env, Duration::from_secs(60)).await;
-
-    let counts: Vec<(String, i64)> =
-        sqlx::query_as("select day::text || ' ' || event, events from daily_event_counts order by 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 12, "each of the 12 distinct events counted once: {counts:?}");
-    assert_eq!(stored(&env).await, 12);
-    let time: i64 = sqlx::query_scalar("select learning_time_s from user_stats where user_key = 'u1'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(time, 62, "one lesson_completed with time_spent_s 62");
-    let differences = reconcile(&env).await;
-    assert!(differences.is_empty(), "reconcile found: {differences:#?}");
-
-    // Reconcile can fail: a tampered rollup is reported, row and values.
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
     sqlx::query("update course_daily set views = views + 1 where day = '2026-03-01'")
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("delete from daily_active_users where day = '2026-03-02'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("update activity_bitmaps set users = $1 where day = '2026-03-03' and kind = 0")
+        .bind(common::bitmap::encode(&common::bitmap::RoaringBitmap::new()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("update user_stats set events = events + 5 where user_key = 'u3'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let differences = reconcile(&env).await;
-    assert_eq!(differences.len(), 1, "{differences:#?}");
-    assert_eq!(differences[0].table, "course_daily");
-    assert!(
-        differences[0].found.as_deref().unwrap().contains("views: 2"),
-        "{differences:?}"
+    let tables: std::collections::BTreeSet<&str> = differences.iter().map(|d| d.table).collect();
+    assert_eq!(
+        tables,
+        ["activity_bitmaps", "course_daily", "daily_active_users", "user_stats"].into(),
+        "{differences:#?}"
     );
+    let views = differences.iter().find(|d| d.table == "course_daily").unwrap();
+    assert!(views.expected.as_deref().unwrap().contains("views: 2"), "{views:?}");
+    assert!(views.found.as_deref().unwrap().contains("views: 3"), "{views:?}");
+
+    let store = support::store(&env).await;
+    let fixed = workers::reconcile::fix(&pool, &store, &support::march()).await.unwrap();
+    assert!(fixed > 0);
+    let differences = reconcile(&env).await;
+    assert!(differences.is_empty(), "after --fix: {differences:#?}");
+    // And the workers go on counting on top of the repaired rollups.
+    let more: Vec<Value> = (0..5).map(|i| event(&format!("after-fix-{i}"), "u1", 4, i)).collect();
+    publisher.publish("after-fix", &more).await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(total_counted(&pool).await, 125);
+    paths_flushed(&env).await;
+    assert!(reconcile(&env).await.is_empty());
     shutdown.cancel();
 }
 
@@ -115,10 +196,11 @@ async fn two_workers_racing_on_one_stream_with_client_resends_count_every_event_
         .database(&env.mongo_db)
         .collection::<Document>("student_learning_paths");
     let path = paths
-        .find_one(doc! {"studentId": "u2", "courseId": "c1"})
+        .find_one(doc! {"_id": common::documents::learning_path_id("p1", "u2", "c1")})
         .await
         .unwrap()
         .expect("u2 has a learning path in c1");
+    assert_eq!(path.get_str("studentId").unwrap(), "u2");
     let lessons = path.get_array("learningPath").unwrap();
     assert!(!lessons.is_empty());
     let first_lesson = lessons[0].as_document().unwrap();

@@ -33,12 +33,17 @@ async fn crash_at(failpoint: &str) {
 }
 
 #[tokio::test]
+async fn a_worker_killed_inside_the_rollup_transaction_loses_and_doubles_nothing() {
+    crash_at("before-commit").await;
+}
+
+#[tokio::test]
 async fn a_worker_killed_after_the_mongo_insert_loses_and_doubles_nothing() {
     crash_at("after-store").await;
 }
 
 #[tokio::test]
-async fn a_worker_killed_after_the_postgres_commit_loses_and_doubles_nothing() {
+async fn a_worker_killed_after_the_postgres_commit_before_the_mongo_insert_loses_and_doubles_nothing() {
     crash_at("after-commit").await;
 }
 
@@ -148,12 +153,14 @@ async fn outage(database: bool) {
     assert_exactly_once(&env, EVENTS).await;
 }
 
-#[tokio::test]
+// The proxy runs on the test's runtime while `stop` blocks a thread waiting for the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_under_load_loses_and_doubles_nothing() {
     outage(true).await;
 }
 
-#[tokio::test]
+// The proxy runs on the test's runtime while `stop` blocks a thread waiting for the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_unreachable_under_load_loses_and_doubles_nothing() {
     outage(false).await;
 }

@@ -6,7 +6,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Postgres, Transaction};
 
-use super::Delta;
+use super::{bitmaps, Delta};
+use crate::ordinals::Ordinals;
 
 /// Columns of one bulk statement, pushed row by row.
 macro_rules! columns {
@@ -18,7 +19,18 @@ macro_rules! columns {
     }};
 }
 
-pub async fn apply(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sqlx::Result<()> {
+/// Applies `delta` (the users in it have ordinals in `ords`). The distinct-count bitmaps come
+/// last: their rows are the most contended between workers, so their locks are held for the
+/// shortest time before the commit.
+pub async fn apply(tx: &mut Transaction<'_, Postgres>, delta: &Delta, ords: &Ordinals) -> sqlx::Result<()> {
+    apply_rows(tx, delta).await?;
+    let mut changes = bitmaps::from_delta(delta, ords);
+    bitmaps::first_days(tx, delta, ords, &mut changes).await?;
+    bitmaps::merge(tx, &changes).await
+}
+
+/// Every rollup of `delta` but the bitmaps.
+pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sqlx::Result<()> {
     if !delta.active.is_empty() {
         let mut c = columns!(project: &'a str, day: NaiveDate, user: &'a str);
         for (project, day, user) in &delta.active {
@@ -106,31 +118,6 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sqlx::R
         .bind(&c.lessons)
         .bind(&c.completions)
         .bind(&c.time)
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    if !delta.course_users.is_empty() {
-        let mut c = columns!(project: &'a str, course: &'a str, day: NaiveDate, user: &'a str, viewer: bool);
-        for ((project, course, day, user), viewer) in &delta.course_users {
-            c.project.push(project);
-            c.course.push(course);
-            c.day.push(*day);
-            c.user.push(user);
-            c.viewer.push(*viewer);
-        }
-        sqlx::query(
-            "insert into course_daily_users (project, course_id, day, user_key, viewer)
-             select * from unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bool[])
-             on conflict (project, course_id, day, user_key) do update
-                set viewer = course_daily_users.viewer or excluded.viewer
-                where excluded.viewer and not course_daily_users.viewer",
-        )
-        .bind(&c.project)
-        .bind(&c.course)
-        .bind(&c.day)
-        .bind(&c.user)
-        .bind(&c.viewer)
         .execute(&mut **tx)
         .await?;
     }
@@ -228,6 +215,31 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sqlx::R
         .bind(&c.time)
         .bind(&c.percent)
         .bind(&c.last)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    // The learning paths these lessons belong to are now out of date (paths.rs rewrites them).
+    let pairs: std::collections::BTreeSet<(&str, &str, &str)> = delta
+        .lessons
+        .keys()
+        .map(|(project, user, course, _)| (project.as_str(), user.as_str(), course.as_str()))
+        .collect();
+    if !pairs.is_empty() {
+        let mut c = columns!(project: &'a str, user: &'a str, course: &'a str);
+        for (project, user, course) in pairs {
+            c.project.push(project);
+            c.user.push(user);
+            c.course.push(course);
+        }
+        sqlx::query(
+            "insert into learning_path_dirty (project, user_key, course_id)
+             select * from unnest($1::text[], $2::text[], $3::text[])
+             on conflict (project, user_key, course_id) do update set version = excluded.version",
+        )
+        .bind(&c.project)
+        .bind(&c.user)
+        .bind(&c.course)
         .execute(&mut **tx)
         .await?;
     }

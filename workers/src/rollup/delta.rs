@@ -102,6 +102,10 @@ pub struct Delta {
 }
 
 /// A property as an id: strings as they are, integers printed (SDKs of typed languages send them).
+pub fn property_id(event: &Event, name: &str) -> Option<String> {
+    id(event, name)
+}
+
 fn id(event: &Event, name: &str) -> Option<String> {
     match event.properties.get(name)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),

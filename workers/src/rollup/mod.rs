@@ -4,32 +4,24 @@
 //! definition. [`apply`] writes a delta inside the caller's transaction.
 
 mod apply;
+pub mod bitmaps;
 pub mod delta;
 
-pub use apply::apply;
+pub use apply::{apply, apply_rows};
 pub use delta::Delta;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
-
-/// What one commit touched in one project, for the change notification.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Touched {
-    pub project: String,
-    pub days: BTreeSet<NaiveDate>,
-    pub users: BTreeSet<String>,
-    pub courses: BTreeSet<String>,
-}
+use common::change::Change;
 
 impl Delta {
-    /// The projects, days, users and courses this delta changes.
-    pub fn touched(&self) -> Vec<Touched> {
-        let mut by_project: std::collections::BTreeMap<&str, Touched> = std::collections::BTreeMap::new();
+    /// The projects, days, users and courses this delta changes, for the change notification.
+    pub fn touched(&self) -> Vec<Change> {
+        let mut by_project: BTreeMap<&str, Change> = BTreeMap::new();
         for (project, day, user) in &self.active {
-            let touched = by_project.entry(project).or_default();
-            touched.days.insert(*day);
-            touched.users.insert(user.clone());
+            let change = by_project.entry(project).or_default();
+            change.days.insert(*day);
+            change.users.insert(user.clone());
         }
         let courses = self
             .course_days
@@ -41,9 +33,9 @@ impl Delta {
         }
         by_project
             .into_iter()
-            .map(|(project, touched)| Touched {
+            .map(|(project, change)| Change {
                 project: project.to_owned(),
-                ..touched
+                ..change
             })
             .collect()
     }

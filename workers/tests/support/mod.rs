@@ -62,10 +62,23 @@ impl Publisher {
     }
 
     pub async fn publish(&self, msg_id: &str, events: &[Value]) {
+        self.publish_with_headers(msg_id, None, events).await;
+    }
+
+    /// Publishes as a replay does: its own `Nats-Msg-Id`, but the ledger key `key` of the message
+    /// it stands for (`Analytics-Message-Key`), as a redelivery of that message would be seen.
+    pub async fn publish_with_key(&self, msg_id: &str, key: &str, events: &[Value]) {
+        self.publish_with_headers(msg_id, Some(key), events).await;
+    }
+
+    async fn publish_with_headers(&self, msg_id: &str, key: Option<&str>, events: &[Value]) {
         let payload: bytes::Bytes = serde_json::to_vec(events).unwrap().into();
         for _ in 0..600 {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id);
+            if let Some(key) = key {
+                headers.insert(workers::dead_letter::MESSAGE_KEY_HEADER, key);
+            }
             if let Ok(ack) = self
                 .js
                 .publish_with_headers(self.subject.clone(), headers, payload.clone())
@@ -109,12 +122,40 @@ pub async fn drained(env: &TestEnv, deadline: Duration) {
     .await;
 }
 
+/// March 2026 of project p1, where every generated event falls.
+pub fn march() -> workers::reconcile::Range {
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    workers::reconcile::Range {
+        project: "p1".into(),
+        from: day(1),
+        to: day(31),
+    }
+}
+
+pub async fn store(env: &TestEnv) -> workers::store::EventStore {
+    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
+    workers::store::EventStore::new(&mongo.database(&env.mongo_db), "1", false)
+}
+
+/// Waits until every learning path marked out of date has been rewritten.
+pub async fn paths_flushed(env: &TestEnv) {
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    eventually("the learning paths to be flushed", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            let marked: i64 = sqlx::query_scalar("select count(*) from learning_path_dirty")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            (marked == 0).then_some(())
+        }
+    })
+    .await;
+}
+
 pub async fn reconcile(env: &TestEnv) -> Vec<workers::Difference> {
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
-    let store = workers::store::EventStore::new(&mongo.database(&env.mongo_db), "1", false);
-    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
-    workers::reconcile(&pool, &store, "p1", day(1), day(31)).await.unwrap()
+    workers::reconcile(&pool, &store(env).await, &march()).await.unwrap()
 }
 
 pub async fn stored(env: &TestEnv) -> u64 {
@@ -137,6 +178,12 @@ pub async fn assert_exactly_once(env: &TestEnv, distinct: usize) {
         .await
         .unwrap();
     assert_eq!(counted, distinct as i64, "events counted in the rollups");
+    let claimed: i64 = sqlx::query_scalar("select count(*) from event_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed, distinct as i64, "events in the ledger");
+    paths_flushed(env).await;
     let differences = reconcile(env).await;
     assert!(differences.is_empty(), "reconcile found: {differences:#?}");
     let client = async_nats::connect(&env.nats.url).await.unwrap();
@@ -162,8 +209,10 @@ pub fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
         ("WORKERS_MONGO_WRITE_CONCERN", "1".to_owned()),
         ("WORKERS_MONGO_JOURNAL", "false".to_owned()),
         ("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()),
-        ("WORKERS_BATCH_SIZE", "8".to_owned()),
-        ("WORKERS_MAX_WAIT", "100ms".to_owned()),
+        // Small batches, so that a test's few hundred events make many of them.
+        ("WORKERS_BATCH_EVENTS", "50".to_owned()),
+        ("WORKERS_BATCH_LINGER", "50ms".to_owned()),
+        ("WORKERS_PATHS_FLUSH_INTERVAL", "200ms".to_owned()),
         // Short, so that what a dead worker held is redelivered quickly.
         ("WORKERS_ACK_WAIT", "2s".to_owned()),
     ]
