@@ -41,10 +41,10 @@ async fn stack() -> Stack {
     let js = jetstream::new(client);
     ensure_events_stream(&js, &env.nats).await.unwrap();
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    workers::MIGRATOR.run(&pool).await.unwrap();
+    common::schema::MIGRATOR.run(&pool).await.unwrap();
     let shutdown = CancellationToken::new();
     let workers = workers::Config::parse_from(env.worker_args(&["--max-wait", "50ms"]));
-    let workers = workers::App::build(workers).await.expect("workers start");
+    let workers = workers::Worker::build(workers).await.expect("workers start");
     tokio::spawn(workers.run(shutdown.clone()));
     let config = api::Config::parse_from([
         "api",
