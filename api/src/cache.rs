@@ -6,7 +6,7 @@
 //! the old generation, which nobody asks for any more.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,7 +18,6 @@ use axum::{
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
-use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -57,12 +56,7 @@ impl Cached {
 }
 
 /// What the workers announce after each commit (workers/src/changes.rs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Change {
-    pub project: String,
-    #[serde(default)]
-    pub users: BTreeSet<String>,
-}
+pub use common::change::Change;
 
 /// Live change notifications buffered for slow SSE clients at most.
 const CHANGE_CHANNEL: usize = 1024;
@@ -291,7 +285,7 @@ mod tests {
         assert_eq!(hit(&cache.respond("p2", "q".into(), &headers, value(3)).await), "miss");
         cache.changed(Change {
             project: "p1".into(),
-            users: BTreeSet::new(),
+            ..Change::default()
         });
         assert_eq!(hit(&cache.respond("p1", "q".into(), &headers, value(4)).await), "miss");
         assert_eq!(hit(&cache.respond("p2", "q".into(), &headers, value(5)).await), "hit");

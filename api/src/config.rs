@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::config::{parse_duration, MongoConfig, NatsConfig, PostgresConfig};
+use common::config::{parse_duration, NatsConfig, PostgresConfig};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "api", version, about = "Read API and dashboard over the activity rollups.")]
@@ -15,8 +15,6 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub postgres: PostgresConfig,
-    #[command(flatten)]
-    pub mongo: MongoConfig,
     /// NATS, for the workers' change notifications (cache invalidation and live progress).
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -45,13 +43,18 @@ pub struct Config {
     /// Time to live of a cached response: the backstop when a change notification is lost.
     #[arg(long = "cache-ttl", env = "API_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub cache_ttl: Duration,
-    /// Raw events one funnel query may read from MongoDB at most (422 beyond: narrow the range).
+    /// Events of its steps one funnel may read from `event_log` at most (422 beyond: narrow the
+    /// range); bounds the memory of one funnel.
     #[arg(
         long = "funnel-max-events",
         env = "API_FUNNEL_MAX_EVENTS",
         default_value_t = 2_000_000
     )]
     pub funnel_max_events: usize,
+    /// Longest a single PostgreSQL statement of a request may run (PostgreSQL's
+    /// `statement_timeout`); past it the request answers 503 with the reason.
+    #[arg(long = "statement-timeout", env = "API_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use axum::{
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use common::bitmap::Kind;
+
 use crate::{
+    activity::DailySets,
     auth::{Principal, Role},
     routes::{path_id, JsonBody, Page, Range, RangeQuery},
     ApiError, App,
@@ -125,14 +128,18 @@ pub async fn learners(
 struct CourseDay {
     date: NaiveDate,
     views: i64,
+    #[sqlx(skip)]
     unique_viewers: i64,
+    #[sqlx(skip)]
     active_learners: i64,
     interactions: i64,
     enrollments: i64,
     lesson_completions: i64,
     course_completions: i64,
     time_spent_s: i64,
+    #[sqlx(skip)]
     enrolled_by: i64,
+    #[sqlx(skip)]
     completed_by: i64,
 }
 
@@ -157,22 +164,14 @@ pub async fn analytics(
     let cache = app.cache.clone();
     Ok(cache
         .respond(&project.clone(), key, &headers, || async move {
-            let days: Vec<CourseDay> = sqlx::query_as(
+            let mut days: Vec<CourseDay> = sqlx::query_as(
                 "select d.day::date as date,
                         coalesce(cd.views, 0) as views,
-                        (select count(*) from course_daily_users u where u.project = $1 and u.course_id = $2
-                            and u.day = d.day::date and u.viewer) as unique_viewers,
-                        (select count(*) from course_daily_users u where u.project = $1 and u.course_id = $2
-                            and u.day = d.day::date) as active_learners,
                         coalesce(cd.interactions, 0) as interactions,
                         coalesce(cd.enrollments, 0) as enrollments,
                         coalesce(cd.lesson_completions, 0) as lesson_completions,
                         coalesce(cd.course_completions, 0) as course_completions,
-                        coalesce(cd.time_spent_s, 0) as time_spent_s,
-                        (select count(*) from enrollments e where e.project = $1 and e.course_id = $2
-                            and e.enrolled_at::date <= d.day::date) as enrolled_by,
-                        (select count(*) from enrollments e where e.project = $1 and e.course_id = $2
-                            and e.enrolled_at::date <= d.day::date and e.completed_at::date <= d.day::date) as completed_by
+                        coalesce(cd.time_spent_s, 0) as time_spent_s
                    from generate_series($3::date, $4::date, interval '1 day') as d(day)
                    left join course_daily cd on cd.project = $1 and cd.course_id = $2 and cd.day = d.day::date
                   order by 1",
@@ -183,16 +182,54 @@ pub async fn analytics(
             .bind(range.to)
             .fetch_all(&app.pool)
             .await?;
-            let (viewers, learners): (i64, i64) = sqlx::query_as(
-                "select count(distinct user_key) filter (where viewer), count(distinct user_key)
-                   from course_daily_users where project = $1 and course_id = $2 and day between $3 and $4",
+            // Distinct learners and viewers: the course's daily bitmaps, unions for the range.
+            let viewers = DailySets::load(
+                &app.pool,
+                &project,
+                Kind::CourseViewers,
+                Some(&course),
+                range.from,
+                range.to,
+            )
+            .await?;
+            let active = DailySets::load(
+                &app.pool,
+                &project,
+                Kind::CourseActive,
+                Some(&course),
+                range.from,
+                range.to,
+            )
+            .await?;
+            // Enrolled (and completed) by the end of each day: one grouped read, summed up.
+            let by_day: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
+                "select day, count(*) filter (where enrolled), count(*) filter (where not enrolled)
+                   from (select enrolled_at::date as day, true as enrolled from enrollments
+                          where project = $1 and course_id = $2 and enrolled_at::date <= $3
+                         union all
+                         select greatest(enrolled_at, completed_at)::date, false from enrollments
+                          where project = $1 and course_id = $2 and enrolled_at is not null and completed_at is not null
+                            and greatest(enrolled_at, completed_at)::date <= $3) as e
+                  group by day order by day",
             )
             .bind(&project)
             .bind(&course)
-            .bind(range.from)
             .bind(range.to)
-            .fetch_one(&app.pool)
+            .fetch_all(&app.pool)
             .await?;
+            let (mut enrolled, mut completed, mut changes) = (0, 0, by_day.iter().peekable());
+            for day in &mut days {
+                while let Some((_, e, c)) = changes.next_if(|(d, _, _)| *d <= day.date) {
+                    enrolled += e;
+                    completed += c;
+                }
+                day.unique_viewers = viewers.count(day.date) as i64;
+                day.active_learners = active.count(day.date) as i64;
+                day.enrolled_by = enrolled;
+                day.completed_by = completed;
+            }
+            let viewers = viewers.union(range.from, range.to).len() as i64;
+            let learners = active.union(range.from, range.to).len() as i64;
             let modules: Vec<(String, i64)> = sqlx::query_as(
                 "select module_id, sum(lesson_completions)::bigint as n from course_module_daily
                   where project = $1 and course_id = $2 and day between $3 and $4

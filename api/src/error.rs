@@ -18,19 +18,33 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("not found")]
     NotFound,
+    /// PostgreSQL is unreachable, or the query ran past the statement timeout: worth retrying
+    /// (or narrowing), never the client's fault and never a hung connection.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
+/// PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::Internal(anyhow::Error::new(error))
-    }
-}
-
-impl From<mongodb::error::Error> for ApiError {
-    fn from(error: mongodb::error::Error) -> Self {
-        ApiError::Internal(anyhow::Error::new(error))
+        match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => ApiError::Unavailable(
+                "the query ran past the statement timeout (API_STATEMENT_TIMEOUT); narrow the range or retry".into(),
+            ),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %error, "PostgreSQL unavailable");
+                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into())
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
+                tracing::warn!(error = %error, "PostgreSQL unavailable");
+                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into())
+            }
+            _ => ApiError::Internal(anyhow::Error::new(error)),
+        }
     }
 }
 
@@ -49,6 +63,15 @@ impl ApiError {
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail.clone()),
             ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail.clone()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::Unavailable(detail) => {
+                let body = Json(serde_json::json!({"error": "unavailable", "detail": detail}));
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, "1")],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "request failed");
                 (

@@ -1,12 +1,15 @@
-//! The api service: a JSON read API over the rollups in PostgreSQL and the raw events and learning
-//! paths in MongoDB (CONTRACT.md §7), cached in memory and kept fresh by the workers' change
-//! notifications, plus the dashboard page that reads it.
+//! The api service: a JSON read API over what the workers keep in PostgreSQL (rollups, activity
+//! bitmaps, the event-time `event_log` funnels read, lesson progress), cached in memory and kept
+//! fresh by the workers' change notifications, plus the dashboard page that reads it. No route
+//! reads MongoDB: it is the raw store of record, which reconcile and replays read.
 
+mod activity;
 mod auth;
 mod cache;
 mod config;
 mod courses;
 mod error;
+mod funnel;
 pub mod instruments;
 mod metrics_routes;
 pub mod openapi;
@@ -31,8 +34,6 @@ pub use routes::ROUTES;
 pub struct App {
     config: Arc<Config>,
     pool: sqlx::PgPool,
-    /// MongoDB: raw `events` (funnels) and `student_learning_paths`.
-    mongo: mongodb::Database,
     /// Responses by (project, generation, normalised query).
     cache: cache::ResponseCache,
     /// Read keys looked up recently.
@@ -43,27 +44,24 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to PostgreSQL and MongoDB (lazily: the api starts, and reports not ready, before
-    /// they are up).
+    /// Connects to PostgreSQL (lazily: the api starts, and reports not ready, before it is up or
+    /// before the workers have applied the schema it reads).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let statement_timeout_ms = config.statement_timeout.as_millis().max(1);
         let pool = PgPoolOptions::new()
             .max_connections(config.postgres.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(|connection, _| {
+            .acquire_timeout(Duration::from_secs(2))
+            .after_connect(move |connection, _| {
                 Box::pin(async move {
-                    // Every `::date` of a timestamptz is a UTC day (CONTRACT.md §6). The api's
+                    // Every `::date` of a timestamptz is a UTC day (docs/contract.md). The api's
                     // queries are small index lookups: JIT compilation would cost more than it saves.
-                    sqlx::Executor::execute(connection, "set time zone 'UTC'; set jit = off")
-                        .await
-                        .map(drop)
+                    let setup =
+                        format!("set time zone 'UTC'; set jit = off; set statement_timeout = {statement_timeout_ms}");
+                    sqlx::Executor::execute(connection, setup.as_str()).await.map(drop)
                 })
             })
             .connect_lazy(&config.postgres.url)
             .context("invalid DATABASE_URL")?;
-        let mongo = mongodb::Client::with_uri_str(&config.mongo.uri)
-            .await
-            .context("invalid MONGO_URI")?
-            .database(&config.mongo.db);
         tracing::info!(addr = %config.addr, project = %config.project, "api ready");
         Ok(Self {
             cache: cache::ResponseCache::new(config.cache_capacity, config.cache_ttl),
@@ -71,12 +69,11 @@ impl App {
             jwt: Arc::new(auth::JwtKeys::new(&config.jwt_secret)),
             config: Arc::new(config),
             pool,
-            mongo,
             shutdown: CancellationToken::new(),
         })
     }
 
-    /// Ready while PostgreSQL answers.
+    /// Ready while PostgreSQL answers with the schema this build reads.
     pub fn admin_state(&self, metrics: Option<PrometheusHandle>) -> AdminState {
         let pool = self.pool.clone();
         AdminState {
@@ -84,11 +81,13 @@ impl App {
             readiness: Arc::new(move || {
                 let pool = pool.clone();
                 Box::pin(async move {
-                    sqlx::query("select 1")
-                        .execute(&pool)
-                        .await
-                        .map(drop)
-                        .map_err(|e| format!("PostgreSQL does not answer: {e}"))
+                    match common::schema::is_current(&pool).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            Err("the schema is older than this build: start the workers, which apply it".to_owned())
+                        }
+                        Err(e) => Err(format!("PostgreSQL does not answer: {e:#}")),
+                    }
                 })
             }),
         }

@@ -86,11 +86,14 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         .acquire_timeout(std::time::Duration::from_secs(10))
         .connect(&postgres.url)
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", postgres.url))?;
-    sqlx::migrate!("../migrations")
-        .run(&pool)
-        .await
-        .context("cannot apply the database migrations")?;
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                common::config::redact(&postgres.url)
+            )
+        })?;
+    // The one schema owner (common::schema) that the workers also apply at start.
+    common::schema::migrate(&pool).await?;
     match action {
         KeysAction::Create { project, scope } => {
             anyhow::ensure!(

@@ -144,11 +144,14 @@ impl Page {
     }
 }
 
-/// An id from the path: 1 to 256 characters.
+/// An id from the path: 1 to 256 bytes, no control characters (ingest accepts no others).
 pub fn path_id(name: &str, id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 256 {
+        return Err(ApiError::Unprocessable(format!("`{name}` must have 1 to 256 bytes")));
+    }
+    if id.chars().any(char::is_control) {
         return Err(ApiError::Unprocessable(format!(
-            "`{name}` must have 1 to 256 characters"
+            "`{name}` must not contain control characters (such as NUL)"
         )));
     }
     Ok(())

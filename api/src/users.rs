@@ -13,7 +13,6 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt as _;
-use mongodb::bson::{doc, Bson, Document};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -224,7 +223,10 @@ pub async fn progress_stream(
         .into_response())
 }
 
-/// `GET /v1/users/{id}/learning-paths/{course_id}`: the learner's path from MongoDB.
+/// `GET /v1/users/{id}/learning-paths/{course_id}`: the learner's path in a course, in module then
+/// lesson order, from `lesson_progress` in PostgreSQL: the rows the workers project into MongoDB's
+/// `student_learning_paths` (workers/src/paths.rs), read here without the flush delay.
+/// `preferences` is the seeds' field, which no event sets: always `{}`.
 pub async fn learning_path(
     State(app): State<App>,
     principal: Principal,
@@ -235,41 +237,34 @@ pub async fn learning_path(
     path_id("course_id", &course)?;
     principal.require_user_in_course(&user, &course)?;
     let project = principal.project;
-    let key = format!("path:{user}:{course}");
+    let key = format!("path:{}", serde_json::json!([user, course]));
     let cache = app.cache.clone();
     Ok(cache
         .respond(&project.clone(), key, &headers, || async move {
-            let document = app
-                .mongo
-                .collection::<Document>("student_learning_paths")
-                .find_one(doc! {"_id": format!("{project}:{user}:{course}")})
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            let lessons: Vec<serde_json::Value> = document
-                .get_array("learningPath")
-                .map(|a| a.iter().filter_map(Bson::as_document).map(lesson_json).collect())
-                .unwrap_or_default();
-            let preferences = document
-                .get_document("preferences")
-                .map(|p| Bson::Document(p.clone()).into_relaxed_extjson())
-                .unwrap_or_else(|_| serde_json::json!({}));
+            let lessons: Vec<(Option<String>, String, bool, i64, DateTime<Utc>)> = sqlx::query_as(
+                "select module_id, lesson_id, completed_at is not null, time_spent_s, last_accessed_at
+                   from lesson_progress where project = $1 and user_key = $2 and course_id = $3
+                  order by module_id nulls first, lesson_id",
+            )
+            .bind(&project)
+            .bind(&user)
+            .bind(&course)
+            .fetch_all(&app.pool)
+            .await?;
+            let updated = lessons.iter().map(|l| l.4).max().ok_or(ApiError::NotFound)?;
+            let path: Vec<serde_json::Value> = lessons
+                .into_iter()
+                .map(|(module, lesson, completed, time_spent, last_accessed)| {
+                    serde_json::json!({"moduleId": module, "lessonId": lesson, "completed": completed,
+                                       "timeSpent": time_spent, "lastAccessed": last_accessed})
+                })
+                .collect();
             Ok(serde_json::json!({
                 "project": project, "studentId": user, "courseId": course,
-                "learningPath": lessons, "preferences": preferences,
-                "updatedAt": document.get_datetime("updatedAt").ok().and_then(|d| DateTime::<Utc>::from_timestamp_millis(d.timestamp_millis())),
+                "learningPath": path, "preferences": {}, "updatedAt": updated,
             }))
         })
         .await)
-}
-
-fn lesson_json(lesson: &Document) -> serde_json::Value {
-    serde_json::json!({
-        "moduleId": lesson.get_str("moduleId").ok(),
-        "lessonId": lesson.get_str("lessonId").ok(),
-        "completed": lesson.get_bool("completed").unwrap_or(false),
-        "timeSpent": lesson.get_i64("timeSpent").ok().or_else(|| lesson.get_i32("timeSpent").ok().map(i64::from)),
-        "lastAccessed": lesson.get_datetime("lastAccessed").ok().and_then(|d| DateTime::<Utc>::from_timestamp_millis(d.timestamp_millis())),
-    })
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ async fn events_posted_to_ingest_come_out_of_the_api_as_the_exact_dau_series() {
                 "DATABASE_URL",
                 "MONGO_URI",
                 "MONGO_DB",
-                "WORKERS_BATCH_SIZE",
+                "WORKERS_BATCH_EVENTS",
             ],
         ),
         ("api", &["API_ADDR", "API_ADMIN_ADDR", "DATABASE_URL", "API_READ_KEY"]),

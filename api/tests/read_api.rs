@@ -43,17 +43,13 @@ async fn stack() -> Stack {
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
     common::schema::MIGRATOR.run(&pool).await.unwrap();
     let shutdown = CancellationToken::new();
-    let workers = workers::Config::parse_from(env.worker_args(&["--max-wait", "50ms"]));
+    let workers = workers::Config::parse_from(env.worker_args(&["--batch-linger", "20ms"]));
     let workers = workers::Worker::build(workers).await.expect("workers start");
     tokio::spawn(workers.run(shutdown.clone()));
     let config = api::Config::parse_from([
         "api",
         "--database-url",
         &env.database_url,
-        "--mongo-uri",
-        &env.mongo_uri,
-        "--mongo-db",
-        &env.mongo_db,
         "--nats-url",
         &env.nats.url,
         "--nats-stream",
