@@ -198,8 +198,17 @@ impl Envelope {
     }
 }
 
-/// Longest accepted identifier (userId, anonymousId, messageId, event name).
+/// Longest accepted identifier (userId, anonymousId, messageId, sessionId, event name, and the
+/// properties the rollups key by: `KEY_PROPERTIES`).
 const MAX_ID_LEN: usize = 256;
+/// Longest accepted page (`properties.page` / `path`): a rollup key, well under PostgreSQL's
+/// 2,704-byte btree row limit; 2,048 bytes is also the longest URL crawlers and browsers agree on.
+pub const MAX_PAGE_LEN: usize = 2_048;
+/// Properties the workers use as rollup keys: identifiers, bounded and free of control characters.
+const KEY_PROPERTIES: [&str; 6] = ["course_id", "module_id", "lesson_id", "quiz_id", "badge_id", "instructor_id"];
+/// The earliest event time accepted (after clock-skew correction): the Unix epoch. Earlier
+/// times are client bugs (`0000-01-01`) that no store or dashboard handles meaningfully.
+const TIME_FLOOR: DateTime<Utc> = DateTime::UNIX_EPOCH;
 /// How far in the future an event time may be before it is clamped to the receive time.
 const MAX_FUTURE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 
@@ -315,6 +324,13 @@ fn normalise(
     if ts > received_at + MAX_FUTURE {
         ts = received_at;
     }
+    if ts < TIME_FLOOR {
+        return Err(format!(
+            "the event time {} (from `timestamp`, corrected by `sentAt`) is before 1970-01-01",
+            ts.format("%Y-%m-%d")
+        ));
+    }
+    check_key_properties(&properties)?;
     let horizon = chrono::TimeDelta::from_std(norm.historical_horizon).unwrap_or(chrono::TimeDelta::MAX);
     let historical = received_at
         .checked_sub_signed(horizon)
@@ -347,10 +363,42 @@ fn identifier(value: Option<&Value>, field: &str) -> Result<Option<String>, Stri
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s.len() > MAX_ID_LEN => Err(format!("`{field}` is longer than {MAX_ID_LEN} bytes")),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(format!("`{field}` contains a control character (such as NUL)"))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(format!("`{field}` must be a string")),
     }
+}
+
+/// The page and the identifier properties the rollups key by: strings (or numbers) within their
+/// limits, without control characters.
+fn check_key_properties(properties: &Map<String, Value>) -> Result<(), String> {
+    if let Some(Value::String(page)) = properties.get("page") {
+        if page.len() > MAX_PAGE_LEN {
+            return Err(format!("`properties.page` is longer than {MAX_PAGE_LEN} bytes"));
+        }
+        if page.chars().any(char::is_control) {
+            return Err("`properties.page` contains a control character".into());
+        }
+    }
+    if let Some(Value::String(name)) = properties.get("name") {
+        if name.contains('\0') {
+            return Err("`name` contains NUL (U+0000)".into());
+        }
+    }
+    for key in KEY_PROPERTIES {
+        if let Some(Value::String(id)) = properties.get(key) {
+            if id.len() > MAX_ID_LEN {
+                return Err(format!("`properties.{key}` is longer than {MAX_ID_LEN} bytes"));
+            }
+            if id.chars().any(char::is_control) {
+                return Err(format!("`properties.{key}` contains a control character (such as NUL)"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn object(value: Option<Value>, field: &str, max_depth: usize) -> Result<Map<String, Value>, String> {
@@ -392,6 +440,9 @@ fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Res
                 .iter()
                 .try_for_each(|item| check_value(item, path, depth + 1, max_depth))
         }
+        // PostgreSQL stores no NUL in text or jsonb: refused here, so the stores accept what
+        // ingest accepts.
+        Value::String(text) if text.contains('\0') => Err(format!("`{path}` contains NUL (U+0000)")),
         _ => Ok(()),
     }
 }
@@ -450,6 +501,30 @@ mod tests {
         assert!(reasons[1].2.contains("\"$where\""), "{reasons:?}");
         assert!(reasons[2].2.contains("\"a.b\""), "{reasons:?}");
         assert!(reasons[3].2.contains("alias"), "{reasons:?}");
+    }
+
+    #[test]
+    fn values_the_stores_would_refuse_are_rejected_with_the_field_and_the_rest_kept() {
+        let long_page = format!("/p?{}", "x".repeat(MAX_PAGE_LEN));
+        let body = serde_json::json!({"batch": [
+            {"type": "track", "event": "a", "userId": "u\u{0}x", "messageId": "m1"},
+            {"type": "page", "userId": "u1", "messageId": "m2", "properties": {"path": long_page}},
+            {"type": "track", "event": "a", "userId": "u1", "messageId": "m3",
+             "timestamp": "0000-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"},
+            {"type": "track", "event": "a", "userId": "u1", "messageId": "m4", "properties": {"note": "a\u{0}b"}},
+            {"type": "track", "event": "a", "userId": "u1", "messageId": "m5", "properties": {"course_id": "c\u{7}"}},
+            {"type": "track", "event": "a", "userId": "u1", "messageId": "m6", "properties": {"course_id": "c1"}}
+        ]})
+        .to_string();
+        let decoded = run(&body);
+        assert_eq!(decoded.accepted.len(), 1);
+        assert_eq!(decoded.accepted[0].0.message_id, "m6");
+        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.error.as_str()).collect();
+        assert!(errors[0].contains("`userId`") && errors[0].contains("control"), "{errors:?}");
+        assert!(errors[1].contains("`properties.page`"), "{errors:?}");
+        assert!(errors[2].contains("before 1970"), "{errors:?}");
+        assert!(errors[3].contains("`properties.note`") && errors[3].contains("NUL"), "{errors:?}");
+        assert!(errors[4].contains("`properties.course_id`"), "{errors:?}");
     }
 
     #[test]
