@@ -20,19 +20,18 @@ pub async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// Whether every migration this build knows has been applied.
 pub async fn is_current(pool: &sqlx::PgPool) -> anyhow::Result<bool> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> =
-        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(pool)
-            .await
-            .map_err(anyhow::Error::from)
-            .or_else(|error| {
-                // The table does not exist yet: nothing is applied.
-                match error.downcast_ref::<sqlx::Error>() {
-                    Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(None),
-                    _ => Err(error),
-                }
-            })
-            .context("cannot read the applied migrations")?;
+    let applied: Option<i64> = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await
+        .map_err(anyhow::Error::from)
+        .or_else(|error| {
+            // The table does not exist yet: nothing is applied.
+            match error.downcast_ref::<sqlx::Error>() {
+                Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(error),
+            }
+        })
+        .context("cannot read the applied migrations")?;
     Ok(applied.is_some_and(|v| v >= latest))
 }
 

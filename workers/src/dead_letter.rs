@@ -140,7 +140,12 @@ pub async fn list(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<R
         .get_stream(stream)
         .await
         .with_context(|| format!("there is no dead-letter stream {stream}"))?;
-    let state = dlq.info().await.context("cannot read the dead-letter stream")?.state.clone();
+    let state = dlq
+        .info()
+        .await
+        .context("cannot read the dead-letter stream")?
+        .state
+        .clone();
     let mut records = Vec::new();
     if state.messages == 0 {
         return Ok(records);
@@ -183,10 +188,7 @@ pub async fn replay(js: &jetstream::Context, stream: &str, record: &Record) -> a
     );
     let mut headers = HeaderMap::new();
     headers.insert(MESSAGE_KEY_HEADER, record.message_key.as_str());
-    headers.insert(
-        "Nats-Msg-Id",
-        format!("replay:{stream}:{}", record.sequence).as_str(),
-    );
+    headers.insert("Nats-Msg-Id", format!("replay:{stream}:{}", record.sequence).as_str());
     let ack = js
         .publish_with_headers(record.subject.clone(), headers, record.payload.clone())
         .await
@@ -200,7 +202,10 @@ pub async fn replay(js: &jetstream::Context, stream: &str, record: &Record) -> a
 
 /// Deletes one dead letter.
 pub async fn drop_one(js: &jetstream::Context, stream: &str, sequence: u64) -> anyhow::Result<()> {
-    let dlq = js.get_stream(stream).await.context("cannot open the dead-letter stream")?;
+    let dlq = js
+        .get_stream(stream)
+        .await
+        .context("cannot open the dead-letter stream")?;
     dlq.delete_message(sequence)
         .await
         .with_context(|| format!("cannot delete dead letter {sequence}"))?;

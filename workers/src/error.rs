@@ -23,7 +23,10 @@ impl WorkerError {
         if let sqlx::Error::Database(db) = &error {
             if let Some(code) = db.code() {
                 if is_data_error(&code) {
-                    return WorkerError::Poison(format!("PostgreSQL refused it while {doing}: {} ({code})", db.message()));
+                    return WorkerError::Poison(format!(
+                        "PostgreSQL refused it while {doing}: {} ({code})",
+                        db.message()
+                    ));
                 }
             }
         }

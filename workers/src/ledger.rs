@@ -196,13 +196,11 @@ fn scalar_properties(event: &Event) -> Option<String> {
 
 /// Deletes up to `limit` ledger rows of events older than `cutoff`; how many it deleted.
 pub async fn prune(pool: &sqlx::PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "delete from event_log where ctid in (select ctid from event_log where ts < $1 limit $2)",
-    )
-    .bind(cutoff)
-    .bind(limit)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query("delete from event_log where ctid in (select ctid from event_log where ts < $1 limit $2)")
+        .bind(cutoff)
+        .bind(limit)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 

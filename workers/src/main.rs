@@ -32,9 +32,12 @@ async fn main() -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)] // The report is the command's output.
 async fn reconcile(config: workers::ReconcileConfig) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(&config.postgres.url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", common::config::redact(&config.postgres.url)))?;
+    let pool = sqlx::PgPool::connect(&config.postgres.url).await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {}",
+            common::config::redact(&config.postgres.url)
+        )
+    })?;
     let mongo = mongodb::Client::with_uri_str(&config.mongo.uri)
         .await
         .context("invalid MongoDB URI")?;
@@ -104,7 +107,10 @@ async fn dlq(config: workers::DlqConfig) -> anyhow::Result<()> {
             let chosen = selected(select);
             for record in &chosen {
                 workers::dead_letter::replay(&js, &stream, record).await?;
-                println!("replayed {} ({} event(s)) to {}", record.sequence, record.events, record.subject);
+                println!(
+                    "replayed {} ({} event(s)) to {}",
+                    record.sequence, record.events, record.subject
+                );
             }
             println!("{} dead letter(s) replayed", chosen.len());
         }

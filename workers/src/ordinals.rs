@@ -24,11 +24,7 @@ impl OrdinalCache {
     }
 
     /// The ordinal of every (project, user) given, assigning new ones as needed.
-    pub async fn resolve(
-        &self,
-        pool: &sqlx::PgPool,
-        users: BTreeSet<(&str, &str)>,
-    ) -> Result<Ordinals, WorkerError> {
+    pub async fn resolve(&self, pool: &sqlx::PgPool, users: BTreeSet<(&str, &str)>) -> Result<Ordinals, WorkerError> {
         let mut found = Ordinals::with_capacity(users.len());
         let mut missing: HashMap<&str, Vec<&str>> = HashMap::new();
         for (project, user) in users {

@@ -57,7 +57,10 @@ pub async fn run(pool: PgPool, db: Database, interval: Duration, max: i64, shutd
                     .record(started.elapsed().as_secs_f64());
             }
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "cannot rewrite learning paths; retrying at the next flush")
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot rewrite learning paths; retrying at the next flush"
+                )
             }
         }
     }
@@ -68,7 +71,10 @@ pub async fn run(pool: PgPool, db: Database, interval: Duration, max: i64, shutd
 pub async fn flush(pool: &PgPool, db: &Database, max: i64) -> anyhow::Result<usize> {
     // A transaction-scoped lock: released at commit, rollback or a dropped connection, so no
     // error path can hand a pooled connection back to the pool still holding it.
-    let mut lock = pool.begin().await.context("no PostgreSQL connection for the flush lock")?;
+    let mut lock = pool
+        .begin()
+        .await
+        .context("no PostgreSQL connection for the flush lock")?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
         .bind(FLUSH_LOCK)
         .fetch_one(&mut *lock)
@@ -78,7 +84,9 @@ pub async fn flush(pool: &PgPool, db: &Database, max: i64) -> anyhow::Result<usi
         return Ok(0);
     }
     let written = flush_locked(pool, db, max).await?;
-    lock.commit().await.context("cannot release the learning-path flush lock")?;
+    lock.commit()
+        .await
+        .context("cannot release the learning-path flush lock")?;
     Ok(written)
 }
 

@@ -94,7 +94,12 @@ struct Expected {
 }
 
 async fn expected(store: &EventStore, range: &Range) -> anyhow::Result<Expected> {
-    anyhow::ensure!(range.from <= range.to, "--from {} is after --to {}", range.from, range.to);
+    anyhow::ensure!(
+        range.from <= range.to,
+        "--from {} is after --to {}",
+        range.from,
+        range.to
+    );
     // One read of the project (an equality FerretDB pushes down on PostgreSQL), filtered here.
     let all = store.find(&range.project, doc! {}).await?;
     let in_range = |e: &Event| (range.from..=range.to).contains(&e.day);
@@ -207,8 +212,8 @@ async fn compare_rows(
         differences,
         "course_daily",
         delta.course_days.iter().map(|((_, c, d), v)| ((c.clone(), *d), *v)),
-        rows.into_iter()
-            .map(|(c, d, views, interactions, enrollments, lesson_completions, course_completions, time_spent_s)| {
+        rows.into_iter().map(
+            |(c, d, views, interactions, enrollments, lesson_completions, course_completions, time_spent_s)| {
                 (
                     (c, d),
                     CourseDay {
@@ -220,7 +225,8 @@ async fn compare_rows(
                         time_spent_s,
                     },
                 )
-            }),
+            },
+        ),
     );
 
     let rows: Vec<(String, NaiveDate, String, i64)> = sqlx::query_as(
@@ -267,8 +273,8 @@ async fn compare_rows(
             .enrollments
             .iter()
             .map(|((_, c, u), v)| ((c.clone(), u.clone()), *v)),
-        rows.into_iter()
-            .map(|(c, u, enrolled_at, completed_at, first_activity_at, last_accessed_at)| {
+        rows.into_iter().map(
+            |(c, u, enrolled_at, completed_at, first_activity_at, last_accessed_at)| {
                 (
                     (c, u),
                     Enrollment {
@@ -278,7 +284,8 @@ async fn compare_rows(
                         last_accessed_at,
                     },
                 )
-            }),
+            },
+        ),
     );
 
     type LessonRow = (
@@ -307,8 +314,8 @@ async fn compare_rows(
             .lessons
             .iter()
             .map(|((_, u, c, l), v)| ((u.clone(), c.clone(), l.clone()), v.clone())),
-        rows.into_iter()
-            .map(|(u, c, l, module_id, completed_at, time_spent_s, video_percent, last_accessed_at)| {
+        rows.into_iter().map(
+            |(u, c, l, module_id, completed_at, time_spent_s, video_percent, last_accessed_at)| {
                 (
                     (u, c, l),
                     Lesson {
@@ -319,7 +326,8 @@ async fn compare_rows(
                         last_accessed_at,
                     },
                 )
-            }),
+            },
+        ),
     );
 
     let rows: Vec<(String, String, Option<String>, i64, f64, bool)> = sqlx::query_as(
@@ -632,7 +640,12 @@ async fn compare_learning_paths(
     for path in want.values_mut() {
         // The flusher's order: module (none first), then lesson.
         path.sort_by(|a, b| {
-            let key = |d: &Document| (d.get_str("moduleId").ok().map(str::to_owned), d.get_str("lessonId").unwrap_or_default().to_owned());
+            let key = |d: &Document| {
+                (
+                    d.get_str("moduleId").ok().map(str::to_owned),
+                    d.get_str("lessonId").unwrap_or_default().to_owned(),
+                )
+            };
             key(a).cmp(&key(b))
         });
     }
@@ -722,13 +735,21 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
             .await
             .with_context(|| format!("cannot clear {table}"))?;
     }
-    for table in ["enrollments", "lesson_progress", "user_quizzes", "user_badges", "user_stats"] {
-        sqlx::query(&format!("delete from {table} where project = $1 and user_key = any($2)"))
-            .bind(p)
-            .bind(users)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("cannot clear {table}"))?;
+    for table in [
+        "enrollments",
+        "lesson_progress",
+        "user_quizzes",
+        "user_badges",
+        "user_stats",
+    ] {
+        sqlx::query(&format!(
+            "delete from {table} where project = $1 and user_key = any($2)"
+        ))
+        .bind(p)
+        .bind(users)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("cannot clear {table}"))?;
     }
     rollup::apply_rows(&mut tx, &expected.delta)
         .await
@@ -807,8 +828,12 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .into_iter()
         .filter(|(id, event, ts, user_ord, course_id)| {
             expected.events.get(id).is_none_or(|e| {
-                (e.event.as_str(), e.ts, ord(e.user_key()), rollup::delta::property_id(e, "course_id"))
-                    != (event.as_str(), *ts, Some(*user_ord), course_id.clone())
+                (
+                    e.event.as_str(),
+                    e.ts,
+                    ord(e.user_key()),
+                    rollup::delta::property_id(e, "course_id"),
+                ) != (event.as_str(), *ts, Some(*user_ord), course_id.clone())
             })
         })
         .map(|(id, ..)| id)

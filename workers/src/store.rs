@@ -159,7 +159,9 @@ impl EventStore {
                         if e.code == DUPLICATE_KEY {
                             inserted.duplicates += 1;
                         } else {
-                            inserted.rejected.push((offset + e.index, format!("{} (code {})", e.message, e.code)));
+                            inserted
+                                .rejected
+                                .push((offset + e.index, format!("{} (code {})", e.message, e.code)));
                         }
                     }
                     inserted.stored = part.len() - errors.len();

@@ -152,7 +152,12 @@ impl Worker {
             .acquire_timeout(Duration::from_secs(10))
             .connect(&config.postgres.url)
             .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {}", common::config::redact(&config.postgres.url)))?;
+            .with_context(|| {
+                format!(
+                    "cannot connect to PostgreSQL at {}",
+                    common::config::redact(&config.postgres.url)
+                )
+            })?;
         common::schema::migrate(&pool).await?;
 
         let mongo_client = mongodb::Client::with_uri_str(&config.mongo.uri)
@@ -235,7 +240,11 @@ impl Worker {
         let config = &self.inner.config;
         let background = CancellationToken::new();
         let tasks = [
-            tokio::spawn(keep_alive(self.inner.in_flight.clone(), config.ack_wait, background.clone())),
+            tokio::spawn(keep_alive(
+                self.inner.in_flight.clone(),
+                config.ack_wait,
+                background.clone(),
+            )),
             tokio::spawn(report_pending(self.inner.consumer.clone(), background.clone())),
             tokio::spawn(prune_ledger(
                 self.inner.pool.clone(),
@@ -253,7 +262,10 @@ impl Worker {
         let (deliveries, receive_deliveries) = mpsc::channel(config.fetch_messages.max(1) * 2);
         let (rolled_up, receive_rolled_up) = mpsc::channel(config.pipeline_depth.max(1));
         let fetcher = tokio::spawn(self.clone().fetch(deliveries, shutdown.clone()));
-        let roller = tokio::spawn(self.clone().roll_up_loop(receive_deliveries, rolled_up, shutdown.clone()));
+        let roller = tokio::spawn(
+            self.clone()
+                .roll_up_loop(receive_deliveries, rolled_up, shutdown.clone()),
+        );
         let storer = tokio::spawn(self.clone().store_loop(receive_rolled_up, shutdown.clone()));
         for stage in [fetcher, roller, storer] {
             stage.await.context("a pipeline stage panicked")?;
@@ -270,7 +282,10 @@ impl Worker {
                 Ok(rewritten) if rewritten > 0 => continue,
                 Ok(_) => break,
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "cannot flush the learning paths at shutdown");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot flush the learning paths at shutdown"
+                    );
                     break;
                 }
             }
@@ -363,11 +378,24 @@ impl Worker {
                 let published = self
                     .inner
                     .dead_letters
-                    .publish(Reason::Undecodable, &detail, &message.subject, &key, 1, Bytes::from(format!("[{raw}]")))
+                    .publish(
+                        Reason::Undecodable,
+                        &detail,
+                        &message.subject,
+                        &key,
+                        1,
+                        Bytes::from(format!("[{raw}]")),
+                    )
                     .await;
                 if let Err(error) = published {
-                    tracing::warn!(error = format!("{error:#}"), "cannot dead-letter an undecodable event; the message will be redelivered");
-                    message.ack_with(AckKind::Nak(Some(self.inner.config.retry_initial))).await.ok();
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "cannot dead-letter an undecodable event; the message will be redelivered"
+                    );
+                    message
+                        .ack_with(AckKind::Nak(Some(self.inner.config.retry_initial)))
+                        .await
+                        .ok();
                     self.inner.in_flight.remove(sequence);
                     return None;
                 }
@@ -417,7 +445,11 @@ impl Worker {
 
     /// Builds the documents, rolls the batch up (isolating poison), and dead-letters what a store
     /// refused.
-    async fn roll_up_batch(&self, batch: Batch, shutdown: &CancellationToken) -> Result<RolledUp, (Batch, ShuttingDown)> {
+    async fn roll_up_batch(
+        &self,
+        batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<RolledUp, (Batch, ShuttingDown)> {
         metrics::histogram!("workers_batch_events_size").record(batch.events as f64);
         let (batch, units, documents, unbuildable) = prepare(batch).await;
         let mut poisoned = unbuildable;
@@ -427,7 +459,10 @@ impl Worker {
         };
         poisoned.extend(isolated);
         for (unit, reason) in &poisoned {
-            if let Err(ShuttingDown) = self.dead_letter_event(&batch, *unit, Reason::PoisonEvent, reason, shutdown).await {
+            if let Err(ShuttingDown) = self
+                .dead_letter_event(&batch, *unit, Reason::PoisonEvent, reason, shutdown)
+                .await
+            {
                 return Err((batch, ShuttingDown));
             }
         }
@@ -462,7 +497,11 @@ impl Worker {
                     poisoned.push((part[0], reason));
                 }
                 Err(reason) => {
-                    tracing::info!(events = part.len(), reason, "a store refused part of a batch; isolating the events it refuses");
+                    tracing::info!(
+                        events = part.len(),
+                        reason,
+                        "a store refused part of a batch; isolating the events it refuses"
+                    );
                     let (left, right) = part.split_at(part.len() / 2);
                     pending.push(right.to_vec());
                     pending.push(left.to_vec());
@@ -568,7 +607,9 @@ impl Worker {
                     .store
                     .insert(&documents, config.insert_chunk, config.insert_concurrency)
                     .await
-                    .map_err(|e| WorkerError::Transient(anyhow::Error::new(e).context("bulk insert into MongoDB `events`")))
+                    .map_err(|e| {
+                        WorkerError::Transient(anyhow::Error::new(e).context("bulk insert into MongoDB `events`"))
+                    })
             })
             .await;
         let inserted = match outcome {
@@ -581,8 +622,15 @@ impl Worker {
         metrics::counter!("workers_events_duplicate_total").increment(inserted.duplicates as u64);
         for (position, reason) in &inserted.rejected {
             let Some(unit) = units.get(*position) else { continue };
-            tracing::error!(reason, "MongoDB refused an event that the rollups already counted; dead-lettering it");
-            if self.dead_letter_event(&batch, *unit, Reason::Unstorable, reason, shutdown).await.is_err() {
+            tracing::error!(
+                reason,
+                "MongoDB refused an event that the rollups already counted; dead-lettering it"
+            );
+            if self
+                .dead_letter_event(&batch, *unit, Reason::Unstorable, reason, shutdown)
+                .await
+                .is_err()
+            {
                 return Err((batch, ShuttingDown));
             }
         }
@@ -663,7 +711,14 @@ impl Worker {
         self.retrying(shutdown, "dead_letter", || async {
             self.inner
                 .dead_letters
-                .publish(reason, detail, &delivery.message.subject, &delivery.key, 1, payload.clone())
+                .publish(
+                    reason,
+                    detail,
+                    &delivery.message.subject,
+                    &delivery.key,
+                    1,
+                    payload.clone(),
+                )
                 .await
                 .map_err(WorkerError::Transient)
         })
@@ -701,7 +756,10 @@ impl Worker {
                     tracing::warn!(%error, "cannot terminate a dead-lettered message; it will be redelivered and dead-lettered again (the copy is deduplicated)");
                 }
             }
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot copy a message to the dead-letter stream; it will be redelivered"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot copy a message to the dead-letter stream; it will be redelivered"
+            ),
         }
         self.inner.in_flight.remove(sequence);
     }
@@ -795,7 +853,13 @@ fn decode(payload: &[u8]) -> Result<(Vec<Event>, Vec<(String, String)>), String>
 
 /// The key of a message (see [`Delivery::key`]).
 fn message_key(message: &jetstream::Message, stream: &str, sequence: u64) -> String {
-    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
     if let Some(key) = header(MESSAGE_KEY_HEADER).filter(|k| !k.is_empty()) {
         return key;
     }

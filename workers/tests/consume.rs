@@ -172,10 +172,18 @@ async fn an_event_a_store_refuses_is_dead_lettered_alone_and_delays_no_one() {
     }
     let sent = Instant::now();
     let payload = serde_json::to_vec(&message).unwrap();
-    js.publish(subjects.events("p1"), payload.into()).await.unwrap().await.unwrap();
+    js.publish(subjects.events("p1"), payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     // Another project's message right behind it.
     let other = serde_json::to_vec(&serde_json::json!([event("p3", "x", "u3", "2026-03-03T09:00:00Z")])).unwrap();
-    js.publish(subjects.events("p3"), other.into()).await.unwrap().await.unwrap();
+    js.publish(subjects.events("p3"), other.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
     eventually("every good event counted", Duration::from_secs(20), || {

@@ -78,7 +78,10 @@ async fn every_way_of_carrying_an_event_again_counts_it_once() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        kept.get_datetime("received_at").unwrap().try_to_rfc3339_string().unwrap(),
+        kept.get_datetime("received_at")
+            .unwrap()
+            .try_to_rfc3339_string()
+            .unwrap(),
         "2026-03-20T00:00:00Z",
         "the stored copy is the counted one"
     );
@@ -107,7 +110,10 @@ async fn claim_without_storing(env: &TestEnv, pool: &sqlx::PgPool, key: &str, ev
         .map(|v| serde_json::from_value(v.clone()).unwrap())
         .collect();
     let users = events.iter().map(|e| (e.project.as_str(), e.user_key())).collect();
-    let ords = workers::ordinals::OrdinalCache::new(100).resolve(pool, users).await.unwrap();
+    let ords = workers::ordinals::OrdinalCache::new(100)
+        .resolve(pool, users)
+        .await
+        .unwrap();
     let entries: Vec<workers::ledger::Entry<'_>> = events
         .iter()
         .map(|event| workers::ledger::Entry {

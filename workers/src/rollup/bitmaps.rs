@@ -110,7 +110,9 @@ pub async fn first_days(
     .await?;
     let mut moved = Vec::new();
     for (project, ord, first) in current {
-        let Some(day) = earliest.get(&(project.as_str(), ord)).copied() else { continue };
+        let Some(day) = earliest.get(&(project.as_str(), ord)).copied() else {
+            continue;
+        };
         if day < first {
             changes.remove((project.clone(), Kind::Cohort.code(), String::new(), first), ord);
             changes.add((project.clone(), Kind::Cohort.code(), String::new(), day), ord);
