@@ -9,7 +9,7 @@
 // Usage:
 //
 //	ferretdb-shim serve --listen-addr 127.0.0.1:27017 [--backend sqlite] --sqlite-dir DIR [--log-level info]
-//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 --backend postgresql --postgresql-url URL
+//	ferretdb-shim serve --listen-addr 127.0.0.1:27017 --backend postgresql --postgresql-url URL [--pid-file PATH]
 //	ferretdb-shim ping  --uri mongodb://127.0.0.1:27017 [--timeout 2s]
 //
 // PostgreSQL backend: every MongoDB database is a PostgreSQL schema of the
@@ -74,6 +74,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: ferretdb-shim serve [--listen-addr ADDR] [--backend sqlite] --sqlite-dir DIR [--sqlite-synchronous normal|full] [--log-level LEVEL]")
 	fmt.Fprintln(os.Stderr, "       ferretdb-shim serve [--listen-addr ADDR] --backend postgresql --postgresql-url URL [--log-level LEVEL]")
+	fmt.Fprintln(os.Stderr, "       (both: [--pid-file PATH])")
 	fmt.Fprintln(os.Stderr, "       ferretdb-shim ping [--uri URI] [--timeout DURATION]")
 }
 
@@ -89,6 +90,9 @@ func serve(args []string) error {
 	synchronous := fs.String("sqlite-synchronous", "normal", "sqlite: normal or full")
 	postgresqlURL := fs.String("postgresql-url", "", "postgresql: connection URL of an existing database, e.g. postgres://postgres@127.0.0.1:5432/ferretdb (required)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	// scripts/services recognises its own server by a path of its data folder on the command
+	// line; with the PostgreSQL backend the pid file's path is that path.
+	pidFile := fs.String("pid-file", "", "write the process id here while running")
 	_ = fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -155,6 +159,13 @@ func serve(args []string) error {
 		return err
 	}
 
+	if *pidFile != "" {
+		if err = writePidFile(*pidFile); err != nil {
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+		defer removePidFile(*pidFile)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -166,6 +177,23 @@ func serve(args []string) error {
 	logger.Warn("ferretdb-shim stopped")
 
 	return err
+}
+
+// writePidFile writes this process's id to path atomically (a reader never sees a partial file).
+func writePidFile(path string) error {
+	tmp := fmt.Sprintf("%s.tmp.%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return err
+	}
+
+	return os.Rename(tmp, path)
+}
+
+// removePidFile removes path if it still names this process.
+func removePidFile(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(os.Getpid()) {
+		_ = os.Remove(path)
+	}
 }
 
 // redactURL hides the password of a connection URL for logs and errors.
