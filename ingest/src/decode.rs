@@ -205,7 +205,14 @@ const MAX_ID_LEN: usize = 256;
 /// 2,704-byte btree row limit; 2,048 bytes is also the longest URL crawlers and browsers agree on.
 pub const MAX_PAGE_LEN: usize = 2_048;
 /// Properties the workers use as rollup keys: identifiers, bounded and free of control characters.
-const KEY_PROPERTIES: [&str; 6] = ["course_id", "module_id", "lesson_id", "quiz_id", "badge_id", "instructor_id"];
+const KEY_PROPERTIES: [&str; 6] = [
+    "course_id",
+    "module_id",
+    "lesson_id",
+    "quiz_id",
+    "badge_id",
+    "instructor_id",
+];
 /// The earliest event time accepted (after clock-skew correction): the Unix epoch. Earlier
 /// times are client bugs (`0000-01-01`) that no store or dashboard handles meaningfully.
 const TIME_FLOOR: DateTime<Utc> = DateTime::UNIX_EPOCH;
@@ -520,10 +527,16 @@ mod tests {
         assert_eq!(decoded.accepted.len(), 1);
         assert_eq!(decoded.accepted[0].0.message_id, "m6");
         let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.error.as_str()).collect();
-        assert!(errors[0].contains("`userId`") && errors[0].contains("control"), "{errors:?}");
+        assert!(
+            errors[0].contains("`userId`") && errors[0].contains("control"),
+            "{errors:?}"
+        );
         assert!(errors[1].contains("`properties.page`"), "{errors:?}");
         assert!(errors[2].contains("before 1970"), "{errors:?}");
-        assert!(errors[3].contains("`properties.note`") && errors[3].contains("NUL"), "{errors:?}");
+        assert!(
+            errors[3].contains("`properties.note`") && errors[3].contains("NUL"),
+            "{errors:?}"
+        );
         assert!(errors[4].contains("`properties.course_id`"), "{errors:?}");
     }
 

@@ -90,7 +90,12 @@ const READ_KEY: &str = "rk_bench_of_at_least_some_length";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().phase {
-        Phase::Store { label, size, peer, peer_db } => store(&label, size, peer.as_deref(), &peer_db).await,
+        Phase::Store {
+            label,
+            size,
+            peer,
+            peer_db,
+        } => store(&label, size, peer.as_deref(), &peer_db).await,
         Phase::Ingest { size } => ingest(size).await,
         Phase::Api { size } => api(size).await,
         Phase::Noop { addr } => noop(addr).await,
@@ -131,7 +136,11 @@ fn normalised(raw: &[Value]) -> anyhow::Result<Vec<Event>> {
             historical_horizon: Duration::from_secs(30 * 86_400),
             limits: &limits,
         });
-        anyhow::ensure!(decoded.rejected.is_empty(), "invalid workload events: {:?}", decoded.rejected);
+        anyhow::ensure!(
+            decoded.rejected.is_empty(),
+            "invalid workload events: {:?}",
+            decoded.rejected
+        );
         out.extend(decoded.accepted.into_iter().map(|(event, _)| event));
     }
     Ok(out)
@@ -175,7 +184,9 @@ fn rate(n: f64) -> String {
 
 /// CPU seconds (user + system) a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -199,7 +210,9 @@ fn peak_rss_mb(pid: u32) -> f64 {
 fn pids_of(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(needle) && pid != std::process::id() {
@@ -211,16 +224,20 @@ fn pids_of(needle: &str) -> Vec<u32> {
 
 /// CPU seconds of each server group, to attribute where a phase's time went.
 fn server_cpu() -> BTreeMap<&'static str, f64> {
-    [("MongoDB server", "ferretdb"), ("PostgreSQL", "postgres"), ("NATS", "nats-server")]
-        .into_iter()
-        .map(|(name, needle)| {
-            let mut total: f64 = pids_of(needle).into_iter().map(cpu_seconds).sum();
-            if name == "MongoDB server" {
-                total += pids_of("mongod").into_iter().map(cpu_seconds).sum::<f64>();
-            }
-            (name, total)
-        })
-        .collect()
+    [
+        ("MongoDB server", "ferretdb"),
+        ("PostgreSQL", "postgres"),
+        ("NATS", "nats-server"),
+    ]
+    .into_iter()
+    .map(|(name, needle)| {
+        let mut total: f64 = pids_of(needle).into_iter().map(cpu_seconds).sum();
+        if name == "MongoDB server" {
+            total += pids_of("mongod").into_iter().map(cpu_seconds).sum::<f64>();
+        }
+        (name, total)
+    })
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +317,11 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
         let mongo_uri = std::env::var("MONGO_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
         let mongo = mongodb::Client::with_uri_str(&mongo_uri).await?;
         for run in 0..size.runs {
-            mongo.database(peer_db).collection::<Document>("events").delete_many(mongodb::bson::doc! {}).await?;
+            mongo
+                .database(peer_db)
+                .collection::<Document>("events")
+                .delete_many(mongodb::bson::doc! {})
+                .await?;
             rates.push(peer_rate(url, &raw, run).await?);
         }
         let r = median(rates);
@@ -371,9 +392,18 @@ async fn jetstream_of(env: &TestEnv) -> anyhow::Result<jetstream::Context> {
 }
 
 /// Publishes `events` as messages of `per_message` events, as ingest would, acks pipelined.
-async fn publish(js: &jetstream::Context, env: &TestEnv, events: &[Event], per_message: usize, tag: &str) -> anyhow::Result<()> {
+async fn publish(
+    js: &jetstream::Context,
+    env: &TestEnv,
+    events: &[Event],
+    per_message: usize,
+    tag: &str,
+) -> anyhow::Result<()> {
     let subject = Subjects::new(&env.nats.subject_prefix).events(PROJECT);
-    let messages: Vec<Vec<u8>> = events.chunks(per_message).map(serde_json::to_vec).collect::<Result<_, _>>()?;
+    let messages: Vec<Vec<u8>> = events
+        .chunks(per_message)
+        .map(serde_json::to_vec)
+        .collect::<Result<_, _>>()?;
     let acks: Vec<anyhow::Result<()>> = stream::iter(messages.into_iter().enumerate())
         .map(|(n, payload)| {
             let (js, subject) = (js.clone(), subject.clone());
@@ -387,13 +417,20 @@ async fn publish(js: &jetstream::Context, env: &TestEnv, events: &[Event], per_m
         .buffer_unordered(64)
         .collect()
         .await;
-    acks.into_iter().collect::<anyhow::Result<Vec<()>>>().context("publishing")?;
+    acks.into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()
+        .context("publishing")?;
     Ok(())
 }
 
 async fn pending(js: &jetstream::Context, env: &TestEnv) -> Option<u64> {
-    let mut consumer: jetstream::consumer::PullConsumer =
-        js.get_stream(&env.nats.stream).await.ok()?.get_consumer("workers").await.ok()?;
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(&env.nats.stream)
+        .await
+        .ok()?
+        .get_consumer("workers")
+        .await
+        .ok()?;
     let info = consumer.info().await.ok()?;
     Some(info.num_pending + info.num_ack_pending as u64)
 }
@@ -404,7 +441,10 @@ async fn wait_drained(js: &jetstream::Context, env: &TestEnv, deadline: Duration
         if pending(js, env).await == Some(0) {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < until, "the workers did not drain the stream within {deadline:?}");
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the workers did not drain the stream within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -425,7 +465,9 @@ async fn drain(events: &[Event], count: usize) -> anyhow::Result<Drained> {
     publish(&js, &env, events, 100, "drain").await?;
     let servers_before = server_cpu();
     let started = Instant::now();
-    let processes: Vec<Service> = (0..count).map(|_| Service::start("workers", &worker_env(&env, free_addr()))).collect();
+    let processes: Vec<Service> = (0..count)
+        .map(|_| Service::start("workers", &worker_env(&env, free_addr())))
+        .collect();
     wait_drained(&js, &env, Duration::from_secs(1_800)).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let worker_cpu: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum();
@@ -434,7 +476,11 @@ async fn drain(events: &[Event], count: usize) -> anyhow::Result<Drained> {
         process.stop();
     }
     let total = counted(&env).await?;
-    anyhow::ensure!(total == events.len() as i64, "counted {total} of {} events", events.len());
+    anyhow::ensure!(
+        total == events.len() as i64,
+        "counted {total} of {} events",
+        events.len()
+    );
     let per_event = |s: f64| s * 1e6 / events.len() as f64;
     let server = |name| per_event(servers_after[name] - servers_before[name]);
     let drained = Drained {
@@ -479,7 +525,10 @@ async fn paced_lag(events: &[Event], offered: f64, duration: Duration) -> anyhow
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("lag-{n}").as_str());
-        acks.push(js.publish_with_headers(subject.clone(), headers, serde_json::to_vec(&chunk)?.into()).await?);
+        acks.push(
+            js.publish_with_headers(subject.clone(), headers, serde_json::to_vec(&chunk)?.into())
+                .await?,
+        );
         n += 1;
     }
     for ack in acks {
@@ -542,7 +591,11 @@ async fn peer_rate(url: &str, raw: &[Value], run: usize) -> anyhow::Result<f64> 
                     .body(body)
                     .send()
                     .await?;
-                anyhow::ensure!(response.status().is_success(), "the peer answered {}", response.status());
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "the peer answered {}",
+                    response.status()
+                );
                 Ok(())
             }
         })
@@ -689,7 +742,9 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
             let (payloads, url) = (payloads.clone(), url.clone());
             let clients = if per_request == 1 { 64 } else { 32 };
             let l = load(clients, size.seconds, move |http, n| {
-                http.post(&url).header("content-type", "application/json").body(payloads[n % payloads.len()].clone())
+                http.post(&url)
+                    .header("content-type", "application/json")
+                    .body(payloads[n % payloads.len()].clone())
             })
             .await;
             runs.push(l.per_second * per_request as f64);
@@ -797,7 +852,10 @@ async fn noop(addr: SocketAddr) -> anyhow::Result<()> {
                 Ok::<_, std::convert::Infallible>(response)
             });
             let io = hyper_util::rt::TokioIo::new(socket);
-            hyper::server::conn::http1::Builder::new().serve_connection(io, service).await.ok();
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+                .ok();
         });
     }
 }
@@ -821,17 +879,26 @@ async fn api(size: Size) -> anyhow::Result<()> {
         .iter()
         .find_map(|e| e["properties"]["course_id"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let user = raw.iter().find_map(|e| e["userId"].as_str().map(str::to_owned)).unwrap_or_default();
+    let user = raw
+        .iter()
+        .find_map(|e| e["userId"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     let range = format!("from={from}&to={end}");
     let gets = [
         ("active-users, 30 days", format!("/v1/metrics/active-users?{range}")),
-        ("active-users by week", format!("/v1/metrics/active-users?{range}&interval=week")),
+        (
+            "active-users by week",
+            format!("/v1/metrics/active-users?{range}&interval=week"),
+        ),
         ("top events", format!("/v1/metrics/events/top?{range}")),
         ("top pages", format!("/v1/metrics/pages/top?{range}")),
         ("retention (D1/D7/D30)", format!("/v1/retention?{range}")),
         ("retention, 30-day matrix", format!("/v1/retention?{range}&matrix=30")),
         ("courses", "/v1/courses".to_owned()),
-        ("course analytics, 30 days", format!("/v1/courses/{course}/analytics?{range}")),
+        (
+            "course analytics, 30 days",
+            format!("/v1/courses/{course}/analytics?{range}"),
+        ),
         ("course learners", format!("/v1/courses/{course}/learners")),
         ("user stats", format!("/v1/users/{user}/stats")),
         ("user progress", format!("/v1/users/{user}/progress")),
@@ -850,7 +917,9 @@ async fn api(size: Size) -> anyhow::Result<()> {
         size.seconds,
         size.runs
     );
-    println!("| endpoint | cached req/s | cached p99 | uncached req/s | uncached p99 |\n| --- | --- | --- | --- | --- |");
+    println!(
+        "| endpoint | cached req/s | cached p99 | uncached req/s | uncached p99 |\n| --- | --- | --- | --- | --- |"
+    );
     let mut results: BTreeMap<(usize, bool), (f64, f64)> = BTreeMap::new();
     let mut peak = 0.0f64;
     for cached in [true, false] {
@@ -881,25 +950,45 @@ async fn api(size: Size) -> anyhow::Result<()> {
                 let (url, body) = (url.clone(), body.clone());
                 runs.push(
                     load(16, size.seconds, move |http, _| match &body {
-                        Some(body) => http.post(&url).bearer_auth(READ_KEY).header("content-type", "application/json").body(body.clone()),
+                        Some(body) => http
+                            .post(&url)
+                            .bearer_auth(READ_KEY)
+                            .header("content-type", "application/json")
+                            .body(body.clone()),
                         None => http.get(&url).bearer_auth(READ_KEY),
                     })
                     .await,
                 );
             }
-            anyhow::ensure!(runs.iter().all(|l| l.errors == 0 && l.per_second > 0.0), "{path} failed under load");
+            anyhow::ensure!(
+                runs.iter().all(|l| l.errors == 0 && l.per_second > 0.0),
+                "{path} failed under load"
+            );
             results.insert(
                 (i, cached),
-                (median(runs.iter().map(|l| l.per_second).collect()), median(runs.iter().map(|l| l.p99_ms).collect())),
+                (
+                    median(runs.iter().map(|l| l.per_second).collect()),
+                    median(runs.iter().map(|l| l.p99_ms).collect()),
+                ),
             );
         }
         peak = peak.max(peak_rss_mb(service.pid()));
         service.stop();
     }
-    let names: Vec<&str> = gets.iter().map(|(name, _)| *name).chain(["funnel, 3 steps, 30 days"]).collect();
+    let names: Vec<&str> = gets
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["funnel, 3 steps, 30 days"])
+        .collect();
     for (i, name) in names.iter().enumerate() {
         let (c, u) = (results[&(i, true)], results[&(i, false)]);
-        println!("| {name} | {} | {:.1} ms | {} | {:.1} ms |", rate(c.0), c.1, rate(u.0), u.1);
+        println!(
+            "| {name} | {} | {:.1} ms | {} | {:.1} ms |",
+            rate(c.0),
+            c.1,
+            rate(u.0),
+            u.1
+        );
     }
     println!("\nPeak RSS of the api across these runs: {peak:.0} MB.\n");
     env.cleanup().await;
