@@ -223,6 +223,9 @@ pub async fn progress_stream(
         .into_response())
 }
 
+/// A lesson of a learning path: module, lesson, completed, seconds spent, last accessed.
+type LessonRow = (Option<String>, String, bool, i64, DateTime<Utc>);
+
 /// `GET /v1/users/{id}/learning-paths/{course_id}`: the learner's path in a course, in module then
 /// lesson order, from `lesson_progress` in PostgreSQL: the rows the workers project into MongoDB's
 /// `student_learning_paths` (workers/src/paths.rs), read here without the flush delay.
@@ -241,7 +244,7 @@ pub async fn learning_path(
     let cache = app.cache.clone();
     Ok(cache
         .respond(&project.clone(), key, &headers, || async move {
-            let lessons: Vec<(Option<String>, String, bool, i64, DateTime<Utc>)> = sqlx::query_as(
+            let lessons: Vec<LessonRow> = sqlx::query_as(
                 "select module_id, lesson_id, completed_at is not null, time_spent_s, last_accessed_at
                    from lesson_progress where project = $1 and user_key = $2 and course_id = $3
                   order by module_id nulls first, lesson_id",

@@ -47,6 +47,9 @@ use crate::{
     store::EventStore,
 };
 
+/// An `event_log` row as reconcile compares it: id, event, time, user ordinal, course.
+type LedgerTuple = (Uuid, String, DateTime<Utc>, i32, Option<String>);
+
 /// What to reconcile.
 #[derive(Debug, Clone)]
 pub struct Range {
@@ -553,7 +556,7 @@ async fn compare_ledger(
     differences: &mut Vec<Difference>,
 ) -> anyhow::Result<()> {
     let (start, end) = bounds(range);
-    let rows: Vec<(Uuid, String, DateTime<Utc>, i32, Option<String>)> = sqlx::query_as(
+    let rows: Vec<LedgerTuple> = sqlx::query_as(
         "select id, event, ts, user_ord, course_id from event_log where project = $1 and ts >= $2 and ts < $3",
     )
     .bind(&range.project)
@@ -815,7 +818,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .context("cannot write the recomputed bitmaps")?;
 
     // The ledger of the range: exactly the stored events. Rows that agree keep their owner.
-    let found: Vec<(Uuid, String, DateTime<Utc>, i32, Option<String>)> = sqlx::query_as(
+    let found: Vec<LedgerTuple> = sqlx::query_as(
         "select id, event, ts, user_ord, course_id from event_log where project = $1 and ts >= $2 and ts < $3",
     )
     .bind(p)

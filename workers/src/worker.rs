@@ -827,9 +827,12 @@ async fn prepare(batch: Batch) -> (Batch, Vec<Unit>, HashMap<Unit, Document>, Ve
     }
 }
 
+/// Elements of a payload that are not events: (the element, why).
+type Undecodable = Vec<(String, String)>;
+
 /// The events of a message payload (a JSON array), and the elements that are not events, with
 /// why. Fails only when the payload is not a JSON array at all.
-fn decode(payload: &[u8]) -> Result<(Vec<Event>, Vec<(String, String)>), String> {
+fn decode(payload: &[u8]) -> Result<(Vec<Event>, Undecodable), String> {
     let mut bytes = payload.to_vec();
     if let Ok(mut events) = simd_json::serde::from_slice::<Vec<Event>>(&mut bytes) {
         events.iter_mut().for_each(to_millis);

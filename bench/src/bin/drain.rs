@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         let collection = mongo.database(&env.mongo_db).collection::<Document>("baseline");
         let documents: Vec<Document> = events
             .iter()
-            .map(|e| workers::store::to_document(e))
+            .map(workers::store::to_document)
             .collect::<anyhow::Result<_>>()?;
         let started = Instant::now();
         for chunk in documents.chunks(args.per_message) {
