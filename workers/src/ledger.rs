@@ -14,7 +14,11 @@
 //!
 //! Each case of "the same event again" then comes out right:
 //! - two copies inside one batch (a client's resend coalesced by ingest into the same message,
-//!   or two messages fetched together): the batch keeps the first ([`first_occurrences`]);
+//!   or two messages fetched together): the batch claims the event once, with the owners of all
+//!   its copies ([`group_copies`]). Keeping only the first copy's owner loses events: message B
+//!   claims and commits event e, the worker dies before storing it, and B's redelivery is fetched
+//!   behind a resend of e in message A. Claimed as A's, e is `Theirs`, nobody stores it, and B is
+//!   acknowledged. With every copy's owner, B's copy is `Mine` and is the one stored;
 //! - a resend inside another message: its row exists, owned by the first message: not counted,
 //!   and not stored either, so MongoDB keeps the copy that was counted;
 //! - a redelivery after the commit (the worker died before or during step 2 or 3): the rows
@@ -65,8 +69,9 @@ pub fn owner_of(message_key: &str) -> i64 {
 pub enum Claim {
     /// Claimed now: count it and store it.
     New,
-    /// Claimed earlier by this same message (a redelivery): store it, do not count it.
-    Mine,
+    /// Claimed earlier by the message of one of its copies (a redelivery): store that copy
+    /// (0: the entry's event, k: the k-th of `others`), do not count it.
+    Mine { copy: usize },
     /// Claimed by another message (a client's resend): neither.
     Theirs,
 }
@@ -74,24 +79,57 @@ pub enum Claim {
 impl Claim {
     /// Whether this batch stores the event in MongoDB.
     pub fn stores(self) -> bool {
-        matches!(self, Claim::New | Claim::Mine)
+        matches!(self, Claim::New | Claim::Mine { .. })
     }
 }
 
-/// One event to claim, with the owner id of the message carrying it.
+/// One event to claim: its first copy in the batch, the owner id of the message carrying that
+/// copy, and the owners of the messages carrying its later copies (usually none).
 pub struct Entry<'a> {
     pub event: &'a Event,
     pub owner: i64,
+    pub others: &'a [i64],
     pub user_ord: i32,
 }
 
-/// The positions of the first occurrence of each event id in `ids`; later copies are dropped.
-pub fn first_occurrences(ids: &[Uuid]) -> Vec<usize> {
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    (0..ids.len()).filter(|i| seen.insert(ids[*i])).collect()
+/// The copies of one event in a batch: where the first is, and where the later copies carried by
+/// other messages are (copies inside the same message add nothing and are dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Copies {
+    pub first: usize,
+    pub others: Vec<usize>,
 }
 
-/// Claims every entry (their ids distinct) in `tx`; one [`Claim`] per entry, in order.
+/// Groups the positions of `ids` (with the owner of the message carrying each) by event, in the
+/// order of first occurrence.
+pub fn group_copies(ids: &[Uuid], owners: &[i64]) -> Vec<Copies> {
+    let mut groups: Vec<Copies> = Vec::with_capacity(ids.len());
+    let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        match index.get(id) {
+            None => {
+                index.insert(*id, groups.len());
+                groups.push(Copies {
+                    first: i,
+                    others: Vec::new(),
+                });
+            }
+            Some(&g) => {
+                let group = &mut groups[g];
+                let known = std::iter::once(group.first)
+                    .chain(group.others.iter().copied())
+                    .any(|j| owners[j] == owners[i]);
+                if !known {
+                    group.others.push(i);
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// Claims every entry (their ids distinct) in `tx`, under the owner of its first copy; one
+/// [`Claim`] per entry, in order.
 pub async fn claim(tx: &mut Transaction<'_, Postgres>, entries: &[Entry<'_>]) -> Result<Vec<Claim>, WorkerError> {
     if entries.is_empty() {
         return Ok(Vec::new());
@@ -164,8 +202,16 @@ pub async fn claim(tx: &mut Transaction<'_, Postgres>, entries: &[Entry<'_>]) ->
                 .into_iter()
                 .collect();
         for (i, id) in ids.iter().enumerate() {
-            if claims[i] != Claim::New && owners_found.get(id) == Some(&entries[i].owner) {
-                claims[i] = Claim::Mine;
+            if claims[i] == Claim::New {
+                continue;
+            }
+            let Some(found) = owners_found.get(id) else { continue };
+            let entry = &entries[i];
+            if let Some(copy) = std::iter::once(&entry.owner)
+                .chain(entry.others)
+                .position(|owner| owner == found)
+            {
+                claims[i] = Claim::Mine { copy };
             }
         }
     }
@@ -218,9 +264,23 @@ mod tests {
     }
 
     #[test]
-    fn only_the_first_copy_of_an_event_in_a_batch_is_kept() {
+    fn copies_are_grouped_by_event_keeping_one_per_message() {
         let (a, b) = (event_key("p", "a"), event_key("p", "b"));
-        assert_eq!(first_occurrences(&[a, b, a, a, b]), vec![0, 1]);
-        assert!(first_occurrences(&[]).is_empty());
+        // a in messages 1, 1, 2; b in messages 1, 1.
+        let groups = group_copies(&[a, b, a, a, b], &[1, 1, 1, 2, 1]);
+        assert_eq!(
+            groups,
+            vec![
+                Copies {
+                    first: 0,
+                    others: vec![3]
+                },
+                Copies {
+                    first: 1,
+                    others: vec![]
+                },
+            ]
+        );
+        assert!(group_copies(&[], &[]).is_empty());
     }
 }

@@ -853,6 +853,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
             event,
             // Owned by no message: a redelivery finds these counted and not its own.
             owner: 0,
+            others: &[],
             user_ord: ord(event.user_key()).unwrap_or_default(),
         })
         .collect();

@@ -451,9 +451,14 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<RolledUp, (Batch, ShuttingDown)> {
         metrics::histogram!("workers_batch_events_size").record(batch.events as f64);
-        let (batch, units, documents, unbuildable) = prepare(batch).await;
-        let mut poisoned = unbuildable;
-        let (claims, isolated) = match self.roll_up_isolating(&batch, units, shutdown).await {
+        let Prepared {
+            batch,
+            units,
+            copies,
+            mut documents,
+            mut poisoned,
+        } = prepare(batch).await;
+        let (claims, isolated) = match self.roll_up_isolating(&batch, &copies, units, shutdown).await {
             Ok(done) => done,
             Err(ShuttingDown) => return Err((batch, ShuttingDown)),
         };
@@ -466,11 +471,15 @@ impl Worker {
                 return Err((batch, ShuttingDown));
             }
         }
-        let mut documents = documents;
+        // The copy stored is the one whose message claimed the event (ledger.rs).
         let documents = claims
             .into_iter()
-            .filter(|(_, claim)| claim.stores())
-            .filter_map(|(unit, _)| documents.remove(&unit).map(|d| (unit, d)))
+            .filter_map(|(unit, claim)| match claim {
+                Claim::New | Claim::Mine { copy: 0 } => Some(unit),
+                Claim::Mine { copy } => copies.get(&unit).and_then(|c| c.get(copy - 1)).copied(),
+                Claim::Theirs => None,
+            })
+            .filter_map(|unit| documents.remove(&unit).map(|d| (unit, d)))
             .collect();
         Ok(RolledUp { batch, documents })
     }
@@ -480,6 +489,7 @@ impl Worker {
     async fn roll_up_isolating(
         &self,
         batch: &Batch,
+        copies: &HashMap<Unit, Vec<Unit>>,
         units: Vec<Unit>,
         shutdown: &CancellationToken,
     ) -> Result<(Vec<(Unit, Claim)>, Vec<(Unit, String)>), ShuttingDown> {
@@ -490,7 +500,10 @@ impl Worker {
             if part.is_empty() {
                 continue;
             }
-            match self.retrying(shutdown, "rollup", || self.roll_up(batch, &part)).await? {
+            match self
+                .retrying(shutdown, "rollup", || self.roll_up(batch, copies, &part))
+                .await?
+            {
                 Ok(part_claims) => claims.extend(part.into_iter().zip(part_claims)),
                 Err(reason) if part.len() == 1 => {
                     tracing::warn!(reason, "an event is refused by PostgreSQL; dead-lettering it alone");
@@ -513,7 +526,12 @@ impl Worker {
 
     /// One rollup transaction over `units`: ordinals, ledger claim, every rollup of the events
     /// claimed, commit, change notifications.
-    async fn roll_up(&self, batch: &Batch, units: &[Unit]) -> Result<Vec<Claim>, WorkerError> {
+    async fn roll_up(
+        &self,
+        batch: &Batch,
+        copies: &HashMap<Unit, Vec<Unit>>,
+        units: &[Unit],
+    ) -> Result<Vec<Claim>, WorkerError> {
         let inner = &self.inner;
         let users: BTreeSet<(&str, &str)> = units
             .iter()
@@ -536,13 +554,21 @@ impl Worker {
                 .await
                 .map_err(|e| WorkerError::postgres(e, "taking the project's rollup lock"))?;
         }
+        let owner = |u: &Unit| batch.deliveries[u.delivery].owner;
+        // Empty vectors do not allocate: only events with copies in other messages cost anything.
+        let others: Vec<Vec<i64>> = units
+            .iter()
+            .map(|u| copies.get(u).map(|c| c.iter().map(owner).collect()).unwrap_or_default())
+            .collect();
         let entries: Vec<Entry<'_>> = units
             .iter()
-            .map(|u| {
+            .zip(&others)
+            .map(|(u, others)| {
                 let event = batch.event(*u);
                 Entry {
                     event,
-                    owner: batch.deliveries[u.delivery].owner,
+                    owner: owner(u),
+                    others,
                     user_ord: ords
                         .get(&(event.project.clone(), event.user_key().to_owned()))
                         .copied()
@@ -567,10 +593,10 @@ impl Worker {
             .map_err(|e| WorkerError::postgres(e, "committing the rollups"))?;
         self.failpoint(Failpoint::AfterCommit);
         metrics::histogram!("workers_rollup_commit_duration_seconds").record(started.elapsed().as_secs_f64());
-        let count = |wanted: Claim| claims.iter().filter(|c| **c == wanted).count() as u64;
-        metrics::counter!("workers_events_counted_total").increment(count(Claim::New));
-        metrics::counter!("workers_events_redelivered_total").increment(count(Claim::Mine));
-        metrics::counter!("workers_events_resent_total").increment(count(Claim::Theirs));
+        let count = |wanted: fn(&Claim) -> bool| claims.iter().filter(|c| wanted(c)).count() as u64;
+        metrics::counter!("workers_events_counted_total").increment(count(|c| *c == Claim::New));
+        metrics::counter!("workers_events_redelivered_total").increment(count(|c| matches!(c, Claim::Mine { .. })));
+        metrics::counter!("workers_events_resent_total").increment(count(|c| *c == Claim::Theirs));
         let now = Utc::now();
         let lag = metrics::histogram!("workers_end_to_end_lag_seconds");
         for event in &counted {
@@ -784,9 +810,22 @@ impl Batch {
     }
 }
 
-/// The distinct events of a batch (the first copy of each) and their MongoDB documents, built
-/// off the async threads; an event whose document cannot be built is returned as poison.
-async fn prepare(batch: Batch) -> (Batch, Vec<Unit>, HashMap<Unit, Document>, Vec<(Unit, String)>) {
+/// A batch ready to roll up: its distinct events, their later copies, the MongoDB documents of
+/// all of them, and the events whose document cannot be built (poison).
+struct Prepared {
+    batch: Batch,
+    /// The first copy of each distinct event.
+    units: Vec<Unit>,
+    /// The later copies of an event carried by other messages (ledger::group_copies), by its
+    /// first copy; only events with such copies are present.
+    copies: HashMap<Unit, Vec<Unit>>,
+    documents: HashMap<Unit, Document>,
+    poisoned: Vec<(Unit, String)>,
+}
+
+/// Groups the batch's events (ledger::group_copies) and builds their MongoDB documents, off the
+/// async threads.
+async fn prepare(batch: Batch) -> Prepared {
     let built = tokio::task::spawn_blocking(move || {
         let all: Vec<Unit> = batch
             .deliveries
@@ -801,20 +840,42 @@ async fn prepare(batch: Batch) -> (Batch, Vec<Unit>, HashMap<Unit, Document>, Ve
                 ledger::event_key(&event.project, &event.message_id)
             })
             .collect();
-        let mut units = Vec::with_capacity(all.len());
-        let mut documents = HashMap::with_capacity(all.len());
-        let mut poisoned = Vec::new();
-        for i in ledger::first_occurrences(&ids) {
-            let unit = all[i];
+        let owners: Vec<i64> = all.iter().map(|u| batch.deliveries[u.delivery].owner).collect();
+        let mut prepared = Prepared {
+            units: Vec::with_capacity(all.len()),
+            copies: HashMap::new(),
+            documents: HashMap::with_capacity(all.len()),
+            poisoned: Vec::new(),
+            batch: Batch::default(),
+        };
+        for group in ledger::group_copies(&ids, &owners) {
+            let unit = all[group.first];
             match store::to_document(batch.event(unit)) {
                 Ok(document) => {
-                    units.push(unit);
-                    documents.insert(unit, document);
+                    prepared.units.push(unit);
+                    prepared.documents.insert(unit, document);
                 }
-                Err(error) => poisoned.push((unit, format!("its MongoDB document cannot be built: {error:#}"))),
+                Err(error) => {
+                    // Its copies are the same event: as unbuildable.
+                    prepared
+                        .poisoned
+                        .push((unit, format!("its MongoDB document cannot be built: {error:#}")));
+                    continue;
+                }
+            }
+            let mut copies = Vec::new();
+            for other in group.others.into_iter().map(|i| all[i]) {
+                if let Ok(document) = store::to_document(batch.event(other)) {
+                    prepared.documents.insert(other, document);
+                    copies.push(other);
+                }
+            }
+            if !copies.is_empty() {
+                prepared.copies.insert(unit, copies);
             }
         }
-        (batch, units, documents, poisoned)
+        prepared.batch = batch;
+        prepared
     })
     .await;
     match built {

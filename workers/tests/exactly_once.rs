@@ -119,6 +119,7 @@ async fn claim_without_storing(env: &TestEnv, pool: &sqlx::PgPool, key: &str, ev
         .map(|event| workers::ledger::Entry {
             event,
             owner: workers::ledger::owner_of(key),
+            others: &[],
             user_ord: ords[&(event.project.clone(), event.user_key().to_owned())],
         })
         .collect();
