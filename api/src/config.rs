@@ -55,6 +55,11 @@ pub struct Config {
     /// `statement_timeout`); past it the request answers 503 with the reason.
     #[arg(long = "statement-timeout", env = "API_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
+    /// Longest a request may wait for PostgreSQL in all (connecting included); past it the request
+    /// answers 503. The statement timeout is enforced by the server, so it cannot end a wait for
+    /// an answer that never comes (a partition, a frozen host); this bound is the api's own.
+    #[arg(long = "request-timeout", env = "API_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
 }
 
 #[cfg(test)]

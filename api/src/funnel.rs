@@ -107,6 +107,15 @@ impl Step {
                 .as_ref()
                 .is_none_or(|c| event.course_id.as_ref() == Some(c))
             && self.properties.iter().all(|(key, want)| {
+                if key == "course_id" {
+                    // Not in `props`: `event_log` keeps it in its own column, as an id (strings
+                    // as they are, numbers printed), so a property filter on it compares with that.
+                    return event.course_id.as_deref().is_some_and(|course| match want {
+                        Value::String(s) => s == course,
+                        Value::Number(n) => n.to_string() == course,
+                        _ => false,
+                    });
+                }
                 event
                     .props
                     .as_ref()
@@ -286,6 +295,30 @@ mod tests {
             .map(|(i, s)| Step::parse(i, s).unwrap())
             .collect();
         assert_eq!(compute(&steps, 3600, vec![a, b, c]).reached, [1, 1]);
+    }
+
+    #[test]
+    fn a_property_filter_on_course_id_reads_the_course_column() {
+        let mut a = row(1, "buy", 0);
+        a.course_id = Some("c1".into());
+        let mut b = row(2, "buy", 0);
+        b.course_id = Some("7".into());
+        let request: Vec<StepRequest> = serde_json::from_value(serde_json::json!([
+            {"event": "buy", "properties": {"course_id": "c1"}},
+            {"event": "buy", "properties": {"course_id": 7}},
+            {"event": "buy", "properties": {"course_id": "c2"}}
+        ]))
+        .unwrap();
+        let steps: Vec<Step> = request
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Step::parse(i, s).unwrap())
+            .collect();
+        let reached: Vec<usize> = steps
+            .iter()
+            .map(|s| [&a, &b].into_iter().filter(|r| s.matches(r)).count())
+            .collect();
+        assert_eq!(reached, [1, 1, 0]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! and scopes every query to the principal's project, so no query reaches another project's rows.
 
 use axum::{
+    extract::{Request, State},
     http::{header, HeaderValue},
+    middleware::Next,
     response::{Html, IntoResponse, Response},
     routing::{get, post, put},
     Router,
@@ -50,10 +52,23 @@ pub fn router(app: App) -> Router {
         .route("/v1/users/{id}/progress", get(users::progress))
         .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
         .route("/v1/users/{id}/learning-paths/{course_id}", get(users::learning_path))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), deadline))
         .route_layer(axum::middleware::from_fn(crate::instruments::record))
         .fallback(|| async { ApiError::NotFound })
         .layer(CompressionLayer::new())
         .with_state(app)
+}
+
+/// Bounds the time to a response by `API_REQUEST_TIMEOUT` (a live stream's later events are not
+/// part of it): 503 rather than a request hung on a connection PostgreSQL no longer answers.
+async fn deadline(State(app): State<App>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(
+            "PostgreSQL did not answer within the request timeout (API_REQUEST_TIMEOUT); retry shortly".into(),
+        )
+        .response(),
+    }
 }
 
 async fn dashboard() -> Html<&'static str> {
