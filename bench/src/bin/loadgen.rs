@@ -1,7 +1,11 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report goes to stdout.
 
 //! `loadgen`: replays a generated workload against ingest in Segment batches, with a bounded
-//! number of requests in flight, and prints what it sent, how fast, and the DAU it expects.
+//! number of requests in flight, delivered as a real fleet of clients would (a delivery mix of
+//! resends, batches sent twice and late events; `--mix none` sends every event once, in order),
+//! and prints what it sent and how fast. With `--verify-api`, it then polls the api until its DAU
+//! equals the generator's own count, and checks top events, top pages, every course's analytics
+//! and the stats of a sample of learners against the generator's counts over the distinct events.
 
 use std::{
     collections::BTreeMap,
@@ -9,10 +13,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use bench::Workload;
+use bench::{differences, Generated, Mix, Truth, Workload};
 use chrono::NaiveDate;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt as _};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MixKind {
+    /// 3% of events resent in a later request, 5 batches sent twice, 1.5% of events late.
+    Realistic,
+    /// Every event once, in order.
+    None,
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "loadgen", about = "Replay a realistic e-learning workload against ingest.")]
@@ -33,29 +46,79 @@ struct Args {
     lessons: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Events per request.
+    /// Events per request (resent and late events join requests beyond it).
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Write the expected DAU per day here, as JSON.
+    /// The delivery mix; the three settings below override its parts.
+    #[arg(long, value_enum, default_value_t = MixKind::Realistic)]
+    mix: MixKind,
+    /// Share of the events sent a second time (same messageId) in a later request.
+    #[arg(long)]
+    resend_fraction: Option<f64>,
+    /// Whole requests sent twice.
+    #[arg(long)]
+    duplicate_batches: Option<usize>,
+    /// Share of the events sent late: after a later day's events of the same learner.
+    #[arg(long)]
+    late_fraction: Option<f64>,
+    /// Write what the generator expects (DAU, top events and pages, course analytics, user
+    /// stats of the sample) here, as JSON.
     #[arg(long)]
     expect_out: Option<std::path::PathBuf>,
-    /// After sending, poll this api until its DAU series equals the generator's own count.
+    /// After sending, poll this api until its DAU series equals the generator's own count, then
+    /// check the other metrics against it.
     #[arg(long, env = "LOADGEN_API_URL")]
     verify_api: Option<String>,
     /// Read key for the api.
     #[arg(long, env = "API_READ_KEY", default_value = "")]
     read_key: String,
-    /// Longest to wait for the pipeline to catch up, in seconds.
+    /// Longest to wait for the pipeline's DAU to catch up, in seconds.
     #[arg(long, default_value_t = 300)]
     verify_timeout_s: u64,
+    /// Once DAU matches, longest to wait for the other metrics to match, in seconds.
+    #[arg(long, default_value_t = 120)]
+    check_timeout_s: u64,
+    /// Send nothing: only check the api (with `--verify-api`) against the workload, e.g. again
+    /// after a demo. The range ends yesterday, as when sending: run it on the day the workload was
+    /// sent.
+    #[arg(long)]
+    no_send: bool,
+    /// Learners (and visitors) whose stats are checked, spread over all of them.
+    #[arg(long, default_value_t = 20)]
+    sample_users: usize,
+}
+
+impl Args {
+    fn mix(&self) -> Mix {
+        let base = match self.mix {
+            MixKind::Realistic => Mix::realistic(self.batch_size),
+            MixKind::None => Mix::none(self.batch_size),
+        };
+        Mix {
+            batch_size: self.batch_size,
+            resend_fraction: self.resend_fraction.unwrap_or(base.resend_fraction),
+            duplicate_batches: self.duplicate_batches.unwrap_or(base.duplicate_batches),
+            late_fraction: self.late_fraction.unwrap_or(base.late_fraction),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mix = args.mix();
+    for (name, fraction) in [
+        ("--resend-fraction", mix.resend_fraction),
+        ("--late-fraction", mix.late_fraction),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&fraction),
+            "{name} must be from 0 to 1, not {fraction}"
+        );
+    }
     let end = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
     let workload = Workload {
         learners: args.learners,
@@ -66,24 +129,54 @@ async fn main() -> anyhow::Result<()> {
         end,
     };
     let generated = workload.generate();
+    let deliveries = generated.deliveries(&mix);
+    let sample = generated.sample_users(args.sample_users);
+    let expected = Expected::new(&generated, &sample);
     if let Some(path) = &args.expect_out {
-        let expected = serde_json::json!({"events": generated.events.len(), "dau": generated.dau});
-        std::fs::write(path, serde_json::to_vec_pretty(&expected)?)
+        let body = json!({
+            "events": generated.events.len(), "sent": deliveries.events_sent(), "requests": deliveries.requests.len(),
+            "resends": deliveries.resends, "duplicate_batches": deliveries.duplicate_batches, "late": deliveries.late,
+            "dau": generated.dau, "top_events": expected.top_events, "top_pages": expected.top_pages,
+            "courses": expected.courses.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "users": expected.users(chrono::Utc::now().date_naive()).into_iter().collect::<BTreeMap<_, _>>(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let client = reqwest::Client::new();
+    if !args.no_send {
+        send(&args, &client, &generated, &deliveries).await?;
+    }
+    if let Some(api) = &args.verify_api {
+        let api = Api {
+            client: &client,
+            base: api.trim_end_matches('/'),
+            key: &args.read_key,
+        };
+        verify_dau(&api, &generated.dau, Duration::from_secs(args.verify_timeout_s)).await?;
+        let outcome = check(&api, &expected, Duration::from_secs(args.check_timeout_s)).await?;
+        headlines(&api, &expected, generated.from, generated.to).await?;
+        outcome.report()?;
+    }
+    Ok(())
+}
+
+/// Sends the requests, a bounded number in flight, and prints what was sent and how fast.
+async fn send(
+    args: &Args,
+    client: &reqwest::Client,
+    generated: &Generated,
+    deliveries: &bench::Deliveries,
+) -> anyhow::Result<()> {
     let url = format!("{}/v1/batch", args.url.trim_end_matches('/'));
     let started = Instant::now();
-    let bodies: Vec<Vec<u8>> = generated
-        .events
-        .chunks(args.batch_size)
-        .map(|chunk| serde_json::to_vec(&serde_json::json!({"batch": chunk, "sentAt": chrono::Utc::now()})))
-        .collect::<Result<_, _>>()?;
-    let requests = bodies.len();
-    let results: Vec<anyhow::Result<u64>> = stream::iter(bodies)
-        .map(|body| {
+    let requests = deliveries.requests.len();
+    let results: Vec<anyhow::Result<(u64, u64)>> = stream::iter(deliveries.requests.iter())
+        .map(|batch| {
             let (client, url, key) = (client.clone(), url.clone(), args.write_key.clone());
             async move {
+                // Stamped when sent, as an SDK does: ingest corrects event times by sentAt's skew.
+                let body = serde_json::to_vec(&json!({"batch": batch, "sentAt": chrono::Utc::now()}))?;
                 for attempt in 0..10u32 {
                     let response = client
                         .post(&url)
@@ -93,19 +186,20 @@ async fn main() -> anyhow::Result<()> {
                         .send()
                         .await?;
                     let status = response.status();
-                    let reply: serde_json::Value = response.json().await.unwrap_or_default();
+                    let reply: Value = response.json().await.unwrap_or_default();
                     if status.is_success() {
                         anyhow::ensure!(
                             reply["rejected"].as_array().is_none_or(Vec::is_empty),
                             "events were rejected: {reply}"
                         );
-                        return Ok(reply["accepted"].as_u64().unwrap_or_default());
+                        let count = |field: &str| reply[field].as_u64().unwrap_or_default();
+                        return Ok((count("accepted"), count("duplicates")));
                     }
                     anyhow::ensure!(
                         status.is_server_error() || status.as_u16() == 429,
                         "ingest answered {status}: {reply}"
                     );
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt + 1))).await;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
                 }
                 anyhow::bail!("ingest kept refusing a batch")
             }
@@ -114,53 +208,289 @@ async fn main() -> anyhow::Result<()> {
         .collect()
         .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let mut accepted = 0;
+    let (mut accepted, mut in_request_duplicates) = (0, 0);
     for result in results {
-        accepted += result?;
+        let (a, d) = result?;
+        accepted += a;
+        in_request_duplicates += d;
     }
+    let sent = deliveries.events_sent();
     println!(
-        "sent {} events from {} learners over {} days in {requests} requests: {accepted} accepted in {elapsed:.2} s ({:.0} events/s)",
-        generated.events.len(),
+        "sent {sent} events ({} distinct) from {} learners and {} anonymous visitors over {} days in {requests} requests: {accepted} accepted in {elapsed:.2} s ({:.0} events/s)",
+        deliveries.distinct,
         args.learners,
+        generated
+            .events
+            .iter()
+            .filter(|e| e["userId"].is_null())
+            .filter_map(|e| e["anonymousId"].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         args.days,
         accepted as f64 / elapsed
     );
-    if let Some(api) = &args.verify_api {
-        verify(
-            &client,
-            api,
-            &args.read_key,
-            &generated.dau,
-            Duration::from_secs(args.verify_timeout_s),
-        )
-        .await?;
-    }
+    println!(
+        "delivery mix: {} events resent in a later request ({:.1}%), {} requests sent twice ({} events), {} events late ({:.1}%, after a later day of the same learner); ingest counted {in_request_duplicates} repeats within a request",
+        deliveries.resends,
+        percent(deliveries.resends, deliveries.distinct),
+        deliveries.duplicate_batches,
+        deliveries.duplicate_batch_events,
+        deliveries.late,
+        percent(deliveries.late, deliveries.distinct),
+    );
     Ok(())
 }
 
-/// Prints the top events and pages over the range, as the api reports them.
-async fn headlines(
-    client: &reqwest::Client,
-    api: &str,
-    read_key: &str,
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// The api and its read key.
+struct Api<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    key: &'a str,
+}
+
+impl Api<'_> {
+    /// GET `path` (with its query) as JSON; None on 404.
+    async fn get(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.key)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = response.error_for_status().with_context(|| format!("GET {path}"))?;
+        Ok(Some(response.json().await.with_context(|| format!("GET {path}"))?))
+    }
+}
+
+/// What the generator expects the api to answer, computed once from the distinct events.
+struct Expected<'a> {
+    truth: Truth<'a>,
     from: NaiveDate,
     to: NaiveDate,
-) -> anyhow::Result<()> {
-    for (path, field, count) in [("events/top", "event", "events"), ("pages/top", "page", "views")] {
-        let url = format!(
-            "{}/v1/metrics/{path}?from={from}&to={to}&limit=5",
-            api.trim_end_matches('/')
-        );
-        let reply: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(read_key)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+    top_events: Value,
+    top_pages: Value,
+    /// (course, analytics) of every course.
+    courses: Vec<(String, Value)>,
+    sample: &'a [String],
+}
+
+impl<'a> Expected<'a> {
+    fn new(generated: &'a Generated, sample: &'a [String]) -> Self {
+        let (from, to) = (generated.from, generated.to);
+        let truth = generated.truth();
+        Self {
+            from,
+            to,
+            top_events: truth.top_events(from, to),
+            top_pages: truth.top_pages(from, to),
+            courses: generated
+                .courses()
+                .into_iter()
+                .map(|c| {
+                    let analytics = truth.course_analytics(&c, from, to);
+                    (c, analytics)
+                })
+                .collect(),
+            sample,
+            truth,
+        }
+    }
+
+    /// (user, stats) of the sample as of `today` (the current streak depends on it).
+    fn users(&self, today: NaiveDate) -> Vec<(String, Value)> {
+        self.sample
+            .iter()
+            .map(|u| (u.clone(), self.truth.user_stats(u, today).unwrap_or(Value::Null)))
+            .collect()
+    }
+}
+
+/// A field where the api and the generator disagree.
+struct Mismatch {
+    what: String,
+    field: String,
+    expected: Value,
+    actual: Value,
+}
+
+/// What one comparison of every checked metric found.
+#[derive(Default)]
+struct Outcome {
+    /// Values compared per metric.
+    compared: BTreeMap<&'static str, usize>,
+    mismatches: Vec<Mismatch>,
+    elapsed: Duration,
+    rounds: usize,
+}
+
+/// Values (leaves) of a JSON value.
+fn leaves(value: &Value) -> usize {
+    match value {
+        Value::Object(fields) => fields.values().map(leaves).sum(),
+        Value::Array(items) => items.iter().map(leaves).sum(),
+        _ => 1,
+    }
+}
+
+/// `{name: count}` from the api's `items` of a top list.
+fn top_map(reply: Option<&Value>, name: &str, count: &str) -> Value {
+    let items = reply.and_then(|r| r["items"].as_array()).into_iter().flatten();
+    Value::Object(
+        items
+            .filter_map(|i| Some((i[name].as_str()?.to_owned(), i[count].clone())))
+            .collect(),
+    )
+}
+
+/// Compares top events, top pages, every course's analytics and the sample's stats once.
+async fn compare_all(api: &Api<'_>, expected: &Expected<'_>) -> anyhow::Result<Outcome> {
+    let (from, to) = (expected.from, expected.to);
+    let mut outcome = Outcome::default();
+    let add = |outcome: &mut Outcome, metric: &'static str, what: String, expected: &Value, actual: &Value| {
+        *outcome.compared.entry(metric).or_default() += leaves(expected);
+        for d in differences(expected, actual) {
+            outcome.mismatches.push(Mismatch {
+                what: what.clone(),
+                field: d.path,
+                expected: d.expected,
+                actual: d.actual,
+            });
+        }
+    };
+    for (path, name, count, wanted, metric) in [
+        ("events/top", "event", "events", &expected.top_events, "top events"),
+        ("pages/top", "page", "views", &expected.top_pages, "top pages"),
+    ] {
+        let reply = api
+            .get(&format!("/v1/metrics/{path}?from={from}&to={to}&limit=100"))
             .await?;
-        println!("\ntop {field}s, {from} to {to}:");
-        for item in reply["items"].as_array().into_iter().flatten() {
+        let actual = top_map(reply.as_ref(), name, count);
+        // Names the api has and the generator does not are mismatches too.
+        let mut wanted = wanted.clone();
+        for (key, _) in actual.as_object().into_iter().flatten() {
+            if wanted.get(key).is_none() {
+                wanted[key] = json!(0);
+            }
+        }
+        add(&mut outcome, metric, metric.to_owned(), &wanted, &actual);
+    }
+    for (course, wanted) in &expected.courses {
+        let reply = api
+            .get(&format!("/v1/courses/{course}/analytics?from={from}&to={to}"))
+            .await?;
+        add(
+            &mut outcome,
+            "course analytics",
+            format!("course {course}"),
+            wanted,
+            &reply.unwrap_or_default(),
+        );
+    }
+    for (user, wanted) in expected.users(chrono::Utc::now().date_naive()) {
+        let reply = api.get(&format!("/v1/users/{user}/stats")).await?;
+        add(
+            &mut outcome,
+            "user stats",
+            format!("user {user}"),
+            &wanted,
+            &reply.unwrap_or_default(),
+        );
+    }
+    Ok(outcome)
+}
+
+/// Compares until everything matches or `timeout` passes (the rollups may still be committing
+/// what DAU no longer shows); returns the last comparison.
+async fn check(api: &Api<'_>, expected: &Expected<'_>, timeout: Duration) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let mut rounds = 0;
+    loop {
+        let mut outcome = compare_all(api, expected).await?;
+        rounds += 1;
+        if outcome.mismatches.is_empty() || started.elapsed() > timeout {
+            outcome.elapsed = started.elapsed();
+            outcome.rounds = rounds;
+            return Ok(outcome);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+impl Outcome {
+    /// Prints the result of the check; an error when anything differs.
+    fn report(&self) -> anyhow::Result<()> {
+        let compared: Vec<String> = self.compared.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        let total: usize = self.compared.values().sum();
+        if self.mismatches.is_empty() {
+            println!(
+                "\ncheck passed: the api equals the generator's own count over the distinct events in all {total} values compared ({}), after {:.1} s ({} round(s))",
+                compared.join(", "),
+                self.elapsed.as_secs_f64(),
+                self.rounds
+            );
+            return Ok(());
+        }
+        println!(
+            "\ncheck FAILED: {} of {total} values differ ({}), still after {:.1} s ({} rounds):",
+            self.mismatches.len(),
+            compared.join(", "),
+            self.elapsed.as_secs_f64(),
+            self.rounds
+        );
+        println!("{:<22} {:<40} {:>22} {:>22}", "what", "field", "expected", "api");
+        const SHOWN: usize = 60;
+        for m in self.mismatches.iter().take(SHOWN) {
+            let short = |v: &Value| {
+                let text = v.to_string();
+                if text.chars().count() > 22 {
+                    format!("{}…", text.chars().take(21).collect::<String>())
+                } else {
+                    text
+                }
+            };
+            println!(
+                "{:<22} {:<40} {:>22} {:>22}",
+                m.what,
+                m.field,
+                short(&m.expected),
+                short(&m.actual)
+            );
+        }
+        if self.mismatches.len() > SHOWN {
+            println!("… and {} more", self.mismatches.len() - SHOWN);
+        }
+        anyhow::bail!(
+            "the api's metrics differ from the generator's in {} values",
+            self.mismatches.len()
+        )
+    }
+}
+
+/// Prints the top events and pages over the range and the courses' totals, as the api reports them.
+async fn headlines(api: &Api<'_>, expected: &Expected<'_>, from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
+    for (path, field, count) in [("events/top", "event", "events"), ("pages/top", "page", "views")] {
+        let reply = api
+            .get(&format!("/v1/metrics/{path}?from={from}&to={to}&limit=10"))
+            .await?
+            .unwrap_or_default();
+        println!("\ntop {field}s, {from} to {to} (api):");
+        let items = reply["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            println!("  (none)");
+        }
+        for item in items {
             println!(
                 "  {:<28} {:>8}",
                 item[field].as_str().unwrap_or("?"),
@@ -168,34 +498,40 @@ async fn headlines(
             );
         }
     }
+    println!(
+        "\n{:<10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>9} {:>11}   (courses, {from} to {to}, api)",
+        "course", "views", "viewers", "learners", "enrolled", "lessons", "finished", "completion"
+    );
+    for (course, _) in &expected.courses {
+        let reply = api
+            .get(&format!("/v1/courses/{course}/analytics?from={from}&to={to}"))
+            .await?
+            .unwrap_or_default();
+        let t = &reply["totals"];
+        let n = |field: &str| t[field].as_i64().unwrap_or_default();
+        println!(
+            "{course:<10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>9} {:>10.1}%",
+            n("views"),
+            n("unique_viewers"),
+            n("active_learners"),
+            n("enrollments"),
+            n("lesson_completions"),
+            n("course_completions"),
+            t["completion_rate"].as_f64().unwrap_or_default() * 100.0
+        );
+    }
     Ok(())
 }
 
 /// Polls the api until its DAU per day equals `expected`, then prints the series side by side.
-async fn verify(
-    client: &reqwest::Client,
-    api: &str,
-    read_key: &str,
-    expected: &BTreeMap<NaiveDate, usize>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+async fn verify_dau(api: &Api<'_>, expected: &BTreeMap<NaiveDate, usize>, timeout: Duration) -> anyhow::Result<()> {
     let (Some(from), Some(to)) = (expected.keys().next(), expected.keys().next_back()) else {
         return Ok(());
     };
-    let url = format!(
-        "{}/v1/metrics/active-users?from={from}&to={to}&interval=day",
-        api.trim_end_matches('/')
-    );
+    let path = format!("/v1/metrics/active-users?from={from}&to={to}&interval=day");
     let started = Instant::now();
     loop {
-        let reply: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(read_key)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let reply = api.get(&path).await?.unwrap_or_default();
         let rows = reply["series"].as_array().cloned().unwrap_or_default();
         let actual: BTreeMap<NaiveDate, usize> = rows
             .iter()
@@ -218,12 +554,13 @@ async fn verify(
                 "day", "DAU", "WAU", "MAU"
             );
             for row in &rows {
+                let n = |field: &str| row[field].as_i64().unwrap_or_default();
                 println!(
                     "{:<12} {:>6} {:>6} {:>6}",
                     row["date"].as_str().unwrap_or("?"),
-                    row["dau"],
-                    row["wau"],
-                    row["mau"]
+                    n("dau"),
+                    n("wau"),
+                    n("mau")
                 );
             }
             let total: usize = expected.values().sum();
@@ -232,7 +569,6 @@ async fn verify(
                 expected.len(),
                 started.elapsed().as_secs_f64()
             );
-            headlines(client, api, read_key, *from, *to).await?;
             return Ok(());
         }
         if started.elapsed() > timeout {
