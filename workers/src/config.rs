@@ -90,6 +90,11 @@ pub struct Config {
     /// Whether MongoDB must journal raw events before acknowledging them.
     #[arg(long = "mongo-journal", env = "WORKERS_MONGO_JOURNAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub mongo_journal: bool,
+    /// With FerretDB on its PostgreSQL backend: the PostgreSQL database it stores in, so that the
+    /// workers index the `_id` lookups FerretDB would otherwise answer by scanning (ferretdb.rs).
+    /// Unset (mongod, FerretDB on SQLite): nothing to do.
+    #[arg(long = "ferretdb-postgresql-url", env = "WORKERS_FERRETDB_POSTGRESQL_URL")]
+    pub ferretdb_postgresql_url: Option<String>,
     /// Fault testing only: abort the process at this point of the first batch that has events,
     /// as a kill -9 at that instruction would.
     #[arg(long = "failpoint", env = "WORKERS_FAILPOINT", hide = true, value_enum)]

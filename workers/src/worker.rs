@@ -166,6 +166,15 @@ impl Worker {
         let mongo = mongo_client.database(&config.mongo.db);
         let store = EventStore::new(&mongo, &config.mongo_write_concern, config.mongo_journal);
         store.create_indexes().await?;
+        if let Some(url) = &config.ferretdb_postgresql_url {
+            // An optimisation: without it the workers are slower, not wrong.
+            if let Err(error) = crate::ferretdb::index_id_lookups(url, &mongo, crate::ferretdb::LOOKED_UP_BY_ID).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot index FerretDB's _id lookups; learning-path upserts will scan"
+                );
+            }
+        }
 
         let nats = async_nats::ConnectOptions::new()
             .name("workers")
