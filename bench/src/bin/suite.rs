@@ -63,6 +63,10 @@ enum Phase {
     Api {
         #[command(flatten)]
         size: Size,
+        /// Larger workloads (learners) measured after the first, one run each, to show how each
+        /// endpoint's cost grows.
+        #[arg(long, value_delimiter = ',')]
+        also: Vec<usize>,
     },
     Noop {
         #[arg(long)]
@@ -97,7 +101,18 @@ async fn main() -> anyhow::Result<()> {
             peer_db,
         } => store(&label, size, peer.as_deref(), &peer_db).await,
         Phase::Ingest { size } => ingest(size).await,
-        Phase::Api { size } => api(size).await,
+        Phase::Api { size, also } => {
+            api(size).await?;
+            for learners in also {
+                api(Size {
+                    learners,
+                    runs: 1,
+                    ..size
+                })
+                .await?;
+            }
+            Ok(())
+        }
         Phase::Noop { addr } => noop(addr).await,
     }
 }
