@@ -367,11 +367,20 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
         let mongo_uri = std::env::var("MONGO_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
         let mongo = mongodb::Client::with_uri_str(&mongo_uri).await?;
         for run in 0..size.runs {
-            mongo
-                .database(peer_db)
-                .collection::<Document>("events")
-                .delete_many(mongodb::bson::doc! {})
-                .await?;
+            // Dropped and re-indexed as the peer's startup does (bench/peer/app.py INDEXES):
+            // deleting every document is one SQL statement with a variable per document on
+            // FerretDB's SQLite backend, which refuses it past its variable limit.
+            let events = mongo.database(peer_db).collection::<Document>("events");
+            events.drop().await?;
+            for keys in [
+                mongodb::bson::doc! {"ts": 1},
+                mongodb::bson::doc! {"user_id": 1, "ts": 1},
+                mongodb::bson::doc! {"event": 1, "ts": 1},
+            ] {
+                events
+                    .create_index(mongodb::IndexModel::builder().keys(keys).build())
+                    .await?;
+            }
             rates.push(peer_rate(url, &raw, run).await?);
         }
         let r = median(rates);
