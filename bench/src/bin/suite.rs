@@ -395,7 +395,7 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
 }
 
 async fn bare_insert(documents: &[Document], per_call: usize, clients: usize) -> anyhow::Result<f64> {
-    let env = TestEnv::new().await;
+    let env = bench_env().await;
     let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await?;
     let db = mongo.database(&env.mongo_db);
     let store = workers::store::EventStore::new(&db, "1", false);
@@ -553,7 +553,7 @@ async fn drain(events: &[Event], count: usize) -> anyhow::Result<Drained> {
 
 /// Drains `events` (of which `distinct` are distinct) with `count` worker processes.
 async fn drain_expecting(events: &[Event], distinct: usize, count: usize) -> anyhow::Result<Drained> {
-    let env = TestEnv::new().await;
+    let env = bench_env().await;
     let js = jetstream_of(&env).await?;
     publish(&js, &env, events, 100, "drain").await?;
     let servers_before = server_cpu();
@@ -593,7 +593,7 @@ struct Lag {
 /// Publishes at `offered` events/s for `duration` with one worker running, then reads the
 /// worker's end-to-end lag histogram.
 async fn paced_lag(events: &[Event], offered: f64, duration: Duration) -> anyhow::Result<Lag> {
-    let env = TestEnv::new().await;
+    let env = bench_env().await;
     let js = jetstream_of(&env).await?;
     let admin = free_addr();
     let worker = Service::start("workers", &worker_env(&env, admin));
@@ -774,10 +774,19 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Phase `ingest`.
 
+/// A test environment whose stream holds what a timed load publishes: TestEnv's 256 MiB fills in
+/// seconds at JetStream's raw rate, and a full stream refuses publishes (discard new).
+async fn bench_env() -> TestEnv {
+    let mut env = TestEnv::new().await;
+    env.nats.stream_max_bytes = 16 * 1024 * 1024 * 1024;
+    env
+}
+
 fn ingest_env(env: &TestEnv, addr: SocketAddr, admin: SocketAddr) -> Vec<(&'static str, String)> {
     vec![
         ("NATS_URL", env.nats.url.clone()),
         ("NATS_STREAM", env.nats.stream.clone()),
+        ("NATS_STREAM_MAX_BYTES", env.nats.stream_max_bytes.to_string()),
         ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
         ("DATABASE_URL", env.database_url.clone()),
         ("INGEST_ADDR", addr.to_string()),
@@ -856,7 +865,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
         };
         let mut runs = Vec::new();
         for _ in 0..size.runs {
-            let env = TestEnv::new().await;
+            let env = bench_env().await;
             jetstream_of(&env).await?;
             let (addr, admin) = (free_addr(), free_addr());
             let service = Service::start("ingest", &ingest_env(&env, addr, admin));
@@ -899,7 +908,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
 }
 
 async fn raw_jetstream(raw: &[Value], seconds: f64) -> anyhow::Result<f64> {
-    let env = TestEnv::new().await;
+    let env = bench_env().await;
     let js = jetstream_of(&env).await?;
     let subject = Subjects::new(&env.nats.subject_prefix).events(PROJECT);
     let payloads = bodies(raw, 100, 200);
@@ -957,7 +966,7 @@ async fn noop(addr: SocketAddr) -> anyhow::Result<()> {
 async fn api(size: Size) -> anyhow::Result<()> {
     let raw = raw_events(size.learners);
     let events = normalised(&raw)?;
-    let env = TestEnv::new().await;
+    let env = bench_env().await;
     let js = jetstream_of(&env).await?;
     publish(&js, &env, &events, 100, "api").await?;
     let worker = Service::start("workers", &worker_env(&env, free_addr()));
