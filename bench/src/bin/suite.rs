@@ -975,13 +975,16 @@ async fn api(size: Size) -> anyhow::Result<()> {
 
     let end = workload(size.learners).end;
     let from = end - chrono::Duration::days(29);
-    let course = raw
+    // A learner and a course they have lesson progress in (so their learning path exists).
+    let (user, course) = raw
         .iter()
-        .find_map(|e| e["properties"]["course_id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let user = raw
-        .iter()
-        .find_map(|e| e["userId"].as_str().map(str::to_owned))
+        .find_map(|e| {
+            let lesson = e["event"].as_str().is_some_and(|n| n.starts_with("Lesson"));
+            match (lesson, e["userId"].as_str(), e["properties"]["course_id"].as_str()) {
+                (true, Some(user), Some(course)) => Some((user.to_owned(), course.to_owned())),
+                _ => None,
+            }
+        })
         .unwrap_or_default();
     let range = format!("from={from}&to={end}");
     let gets = [
