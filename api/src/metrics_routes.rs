@@ -277,29 +277,13 @@ pub async fn funnel(
         .respond(&project.clone(), key, &headers, || async move {
             let start = range.from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
             let end = range.to.succ_opt().unwrap_or(NaiveDate::MAX).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-            let with_props = steps.iter().any(|s| !s.properties.is_empty());
-            let limit = i64::try_from(app.config.funnel_max_events).unwrap_or(i64::MAX);
-            let rows: Vec<funnel::Row> = sqlx::query_as(
-                "select user_ord, event, ts, course_id, case when $5 then props end as props
-                   from event_log
-                  where project = $1 and event = any($2) and ts >= $3 and ts < $4
-                  limit $6",
-            )
-            .bind(&project)
-            .bind(funnel::event_names(&steps))
-            .bind(start)
-            .bind(end)
-            .bind(with_props)
-            .bind(limit.saturating_add(1))
-            .fetch_all(&app.pool)
-            .await?;
-            if rows.len() > app.config.funnel_max_events {
+            let Some(hits) = funnel::load(&app.pool, &project, &steps, start, end, app.config.funnel_max_events).await? else {
                 return Err(ApiError::Unprocessable(format!(
                     "the range holds more than {} events of these steps (API_FUNNEL_MAX_EVENTS); narrow it",
                     app.config.funnel_max_events
                 )));
-            }
-            let mut outcome = funnel::compute(&steps, window, rows);
+            };
+            let mut outcome = funnel::compute(steps.len(), window, hits);
             let reached = &outcome.reached;
             let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
             let mut items = Vec::new();
