@@ -74,22 +74,65 @@ impl DailySets {
 
     /// For each day of `from..=to`, the distinct users of each trailing window of `windows` days
     /// ending on it (a window of 1 is the day itself): DAU, WAU and MAU are windows 1, 7 and 30.
+    ///
+    /// A union per window per day would cost `days x window` unions (1,110 for DAU/WAU/MAU over
+    /// 30 days, most of the route's time). Instead the days are cut into blocks of `window` days,
+    /// each day keeps the union from its block's start up to it (`prefix`) and from it to its
+    /// block's end (`suffix`), and a window, which spans at most two blocks, is the suffix of its
+    /// first day with the prefix of its last: about three unions per day, whatever the window.
     pub fn rolling(&self, from: NaiveDate, to: NaiveDate, windows: &[u64]) -> Vec<(NaiveDate, Vec<u64>)> {
+        if from > to {
+            return Vec::new();
+        }
+        let longest = windows.iter().copied().max().unwrap_or(1).max(1);
+        let first = from.checked_sub_days(Days::new(longest - 1)).unwrap_or(NaiveDate::MIN);
+        let empty = RoaringBitmap::new();
+        let daily: Vec<&RoaringBitmap> = days(first, to).map(|d| self.day(d).unwrap_or(&empty)).collect();
+        // Index of `from` in `daily`.
+        let start = days(first, from).count() - 1;
+        let columns: Vec<Vec<u64>> = windows
+            .iter()
+            .map(|&w| sliding_counts(&daily, usize::try_from(w.max(1)).unwrap_or(usize::MAX), start))
+            .collect();
         days(from, to)
-            .map(|day| {
-                let counts = windows
-                    .iter()
-                    .map(|w| match w {
-                        0 | 1 => self.count(day),
-                        w => self
-                            .union(day.checked_sub_days(Days::new(w - 1)).unwrap_or(NaiveDate::MIN), day)
-                            .len(),
-                    })
-                    .collect();
-                (day, counts)
-            })
+            .enumerate()
+            .map(|(i, day)| (day, columns.iter().map(|c| c[i]).collect()))
             .collect()
     }
+}
+
+/// For each position `i >= start` of `daily`, the distinct users of `daily[i + 1 - window ..= i]`
+/// (clipped at 0), by the block decomposition `DailySets::rolling` describes.
+fn sliding_counts(daily: &[&RoaringBitmap], window: usize, start: usize) -> Vec<u64> {
+    let n = daily.len();
+    if window == 1 {
+        return daily[start..].iter().map(|s| s.len()).collect();
+    }
+    let window = window.min(n.max(1));
+    let mut prefix: Vec<RoaringBitmap> = Vec::with_capacity(n);
+    for (i, set) in daily.iter().enumerate() {
+        let union = match prefix.last() {
+            Some(previous) if i % window != 0 => previous | *set,
+            _ => (*set).clone(),
+        };
+        prefix.push(union);
+    }
+    let mut suffix: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); n];
+    for i in (0..n).rev() {
+        suffix[i] = if i + 1 == n || (i + 1) % window == 0 {
+            daily[i].clone()
+        } else {
+            daily[i] | &suffix[i + 1]
+        };
+    }
+    (start..n)
+        .map(|i| match (i + 1).checked_sub(window) {
+            // The window reaches before the first day: it is the first block's prefix.
+            None => prefix[i].len(),
+            Some(first) if first % window == 0 => prefix[i].len(),
+            Some(first) => suffix[first].union_len(&prefix[i]),
+        })
+        .collect()
 }
 
 /// Every day of `from..=to`, in order.
@@ -154,6 +197,36 @@ mod tests {
                 vec![1, 2, 3],
             ]
         );
+    }
+
+    #[test]
+    fn rolling_windows_agree_with_a_union_per_window() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let days_with_sets = rng.usize(0..80);
+            let sets = DailySets::from_days((0..days_with_sets).map(|_| {
+                let day = d(1) + Days::new(rng.u64(0..90));
+                let users: RoaringBitmap = (0..rng.usize(0..50)).map(|_| rng.u32(0..300)).collect();
+                (day, users)
+            }));
+            let from = d(1) + Days::new(rng.u64(0..60));
+            let to = from + Days::new(rng.u64(0..40));
+            let windows = [1, rng.u64(1..12), 7, 30, rng.u64(1..100)];
+            let expected: Vec<(NaiveDate, Vec<u64>)> = days(from, to)
+                .map(|day| {
+                    let counts = windows
+                        .iter()
+                        .map(|&w| sets.union(day - Days::new(w - 1), day).len())
+                        .collect();
+                    (day, counts)
+                })
+                .collect();
+            assert_eq!(
+                sets.rolling(from, to, &windows),
+                expected,
+                "round {round}, windows {windows:?}"
+            );
+        }
     }
 
     #[test]
