@@ -24,16 +24,11 @@ async fn events_posted_to_ingest_come_out_of_the_api_as_the_exact_dau_series() {
     let env = TestEnv::new().await;
     let (ingest_addr, ingest_admin, workers_admin, api_addr, api_admin) =
         (free_addr(), free_addr(), free_addr(), free_addr(), free_addr());
-    let shared = [
-        ("NATS_URL", env.nats.url.clone()),
-        ("NATS_STREAM", env.nats.stream.clone()),
-        ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
-        ("DATABASE_URL", env.database_url.clone()),
-        ("MONGO_URI", env.mongo_uri.clone()),
-        ("MONGO_DB", env.mongo_db.clone()),
+    let mut shared = env.service_env();
+    shared.extend([
         ("WORKERS_MONGO_WRITE_CONCERN", "1".to_owned()),
         ("WORKERS_MONGO_JOURNAL", "false".to_owned()),
-    ];
+    ]);
     let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         shared.iter().cloned().chain(extra.iter().cloned()).collect()
     };

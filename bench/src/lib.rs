@@ -11,6 +11,8 @@
 //! events that arrive late (after later days of the same learner). The distinct events are the
 //! truth however they are delivered, so the demo and tests can check the pipeline against it.
 
+pub mod load;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};

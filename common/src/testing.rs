@@ -81,10 +81,28 @@ impl TestEnv {
         }
     }
 
+    /// The environment every service process of this test shares: its stream (with the test's
+    /// own stream size, not the 10 GiB default: JetStream reserves `max_bytes` up front, and
+    /// parallel tests or a demo's stream would exhaust the reservation) and its databases.
+    pub fn service_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_URL", self.nats.url.clone()),
+            ("NATS_STREAM", self.nats.stream.clone()),
+            ("NATS_STREAM_MAX_BYTES", self.nats.stream_max_bytes.to_string()),
+            ("NATS_SUBJECT_PREFIX", self.nats.subject_prefix.clone()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("MONGO_URI", self.mongo_uri.clone()),
+            ("MONGO_DB", self.mongo_db.clone()),
+        ]
+    }
+
     /// The command line of a `workers` process (or `workers::Config::parse_from`) on this test's
     /// stream and databases, writing MongoDB without waiting for a journal (test data), plus
     /// `extra` flags.
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
+        // The test's own stream size, not the 10 GiB default: JetStream reserves max_bytes up
+        // front, and parallel tests (or a demo's stream) would exhaust the reservation.
+        let max_bytes = self.nats.stream_max_bytes.to_string();
         let mut args: Vec<String> = [
             "workers",
             "--nats-url",
@@ -93,6 +111,8 @@ impl TestEnv {
             &self.nats.stream,
             "--nats-subject-prefix",
             &self.nats.subject_prefix,
+            "--nats-stream-max-bytes",
+            &max_bytes,
             "--database-url",
             &self.database_url,
             "--mongo-uri",

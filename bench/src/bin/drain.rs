@@ -143,15 +143,9 @@ async fn publish(env: &TestEnv, events: &[Event], per_message: usize) -> anyhow:
 }
 
 fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
-    vec![
-        ("NATS_URL", env.nats.url.clone()),
-        ("NATS_STREAM", env.nats.stream.clone()),
-        ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
-        ("DATABASE_URL", env.database_url.clone()),
-        ("MONGO_URI", env.mongo_uri.clone()),
-        ("MONGO_DB", env.mongo_db.clone()),
-        ("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()),
-    ]
+    let mut vars = env.service_env();
+    vars.push(("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()));
+    vars
 }
 
 async fn wait_drained(env: &TestEnv) -> anyhow::Result<()> {

@@ -170,13 +170,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
 fn rate(n: f64) -> String {
     let n = n.round() as i64;
     let s = n.abs().to_string();
@@ -432,15 +425,9 @@ struct Drained {
 }
 
 fn worker_env(env: &TestEnv, admin: SocketAddr) -> Vec<(&'static str, String)> {
-    vec![
-        ("NATS_URL", env.nats.url.clone()),
-        ("NATS_STREAM", env.nats.stream.clone()),
-        ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
-        ("DATABASE_URL", env.database_url.clone()),
-        ("MONGO_URI", env.mongo_uri.clone()),
-        ("MONGO_DB", env.mongo_db.clone()),
-        ("WORKERS_ADMIN_ADDR", admin.to_string()),
-    ]
+    let mut vars = env.service_env();
+    vars.push(("WORKERS_ADMIN_ADDR", admin.to_string()));
+    vars
 }
 
 async fn jetstream_of(env: &TestEnv) -> anyhow::Result<jetstream::Context> {
@@ -700,66 +687,6 @@ async fn peer_rate(url: &str, raw: &[Value], run: usize) -> anyhow::Result<f64> 
 // ---------------------------------------------------------------------------------------------
 // HTTP load.
 
-struct Load {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-}
-
-/// `clients` keep-alive clients sending `request` back to back for `seconds`.
-async fn load<F>(clients: usize, seconds: f64, request: F) -> Load
-where
-    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
-{
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .no_gzip()
-        .build()
-        .unwrap_or_default();
-    let request = Arc::new(request);
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let (http, request) = (http.clone(), request.clone());
-            tokio::spawn(async move {
-                let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0usize);
-                while Instant::now() < deadline {
-                    let started = Instant::now();
-                    let ok = match request(&http, client * 1_000_003 + n).send().await {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            response.bytes().await.is_ok() && ok
-                        }
-                        Err(_) => false,
-                    };
-                    n += 1;
-                    if ok {
-                        latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            latencies.extend(l);
-            errors += e;
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
-    Load {
-        per_second: latencies.len() as f64 / seconds,
-        p50_ms: quantile(&latencies, 0.5),
-        p99_ms: quantile(&latencies, 0.99),
-        errors,
-    }
-}
-
 async fn wait_http(url: &str) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
@@ -841,7 +768,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
         for _ in 0..size.runs {
             let (payloads, url) = (payloads.clone(), url.clone());
             let clients = if per_request == 1 { 64 } else { 32 };
-            let l = load(clients, size.seconds, move |http, n| {
+            let l = bench::load::run(clients, size.seconds, move |http, n| {
                 http.post(&url)
                     .header("content-type", "application/json")
                     .body(payloads[n % payloads.len()].clone())
@@ -872,7 +799,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
             wait_http(&format!("http://{admin}/readyz")).await?;
             let payloads = Arc::new(bodies(&raw, per_request, (20_000 / per_request).max(50)));
             let url = format!("http://{addr}/v1/batch");
-            let l = load(clients, size.seconds, move |http, n| {
+            let l = bench::load::run(clients, size.seconds, move |http, n| {
                 http.post(&url)
                     .header("content-type", "application/json")
                     .basic_auth(WRITE_KEY, Some(""))
@@ -1052,7 +979,7 @@ async fn api(size: Size) -> anyhow::Result<()> {
             for _ in 0..size.runs {
                 let (url, body) = (url.clone(), body.clone());
                 runs.push(
-                    load(16, size.seconds, move |http, _| match &body {
+                    bench::load::run(16, size.seconds, move |http, _| match &body {
                         Some(body) => http
                             .post(&url)
                             .bearer_auth(READ_KEY)

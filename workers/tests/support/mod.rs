@@ -199,13 +199,8 @@ pub async fn assert_exactly_once(env: &TestEnv, distinct: usize) {
 
 /// The environment of a worker process on this test's stream and databases.
 pub fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
-    vec![
-        ("NATS_URL", env.nats.url.clone()),
-        ("NATS_STREAM", env.nats.stream.clone()),
-        ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
-        ("DATABASE_URL", env.database_url.clone()),
-        ("MONGO_URI", env.mongo_uri.clone()),
-        ("MONGO_DB", env.mongo_db.clone()),
+    let mut vars = env.service_env();
+    vars.extend([
         ("WORKERS_MONGO_WRITE_CONCERN", "1".to_owned()),
         ("WORKERS_MONGO_JOURNAL", "false".to_owned()),
         ("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()),
@@ -215,5 +210,6 @@ pub fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
         ("WORKERS_PATHS_FLUSH_INTERVAL", "200ms".to_owned()),
         // Short, so that what a dead worker held is redelivered quickly.
         ("WORKERS_ACK_WAIT", "2s".to_owned()),
-    ]
+    ]);
+    vars
 }
