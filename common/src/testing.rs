@@ -133,6 +133,14 @@ impl TestEnv {
 
     /// Removes the database, the Mongo database and the stream; called on drop.
     pub async fn cleanup(&self) {
+        // TEST_KEEP=1 keeps the stream and databases for inspection after a failure or a bench.
+        if std::env::var_os("TEST_KEEP").is_some() {
+            eprintln!(
+                "TEST_KEEP: kept PostgreSQL {} and MongoDB {} (stream {})",
+                self.database_url, self.mongo_db, self.nats.stream
+            );
+            return;
+        }
         if let Ok(client) = async_nats::connect(&self.nats.url).await {
             let js = async_nats::jetstream::new(client);
             js.delete_stream(&self.nats.stream).await.ok();

@@ -953,21 +953,7 @@ async fn api(size: Size) -> anyhow::Result<()> {
     let mut results: BTreeMap<(usize, bool), (f64, f64)> = BTreeMap::new();
     let mut peak = 0.0f64;
     for cached in [true, false] {
-        let (addr, admin) = (free_addr(), free_addr());
-        let service = Service::start(
-            "api",
-            &[
-                ("NATS_URL", env.nats.url.clone()),
-                ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
-                ("DATABASE_URL", env.database_url.clone()),
-                ("API_ADDR", addr.to_string()),
-                ("API_ADMIN_ADDR", admin.to_string()),
-                ("API_READ_KEY", READ_KEY.to_owned()),
-                ("API_PROJECT", PROJECT.to_owned()),
-                ("API_CACHE_CAPACITY", if cached { "10000" } else { "0" }.to_owned()),
-            ],
-        );
-        wait_http(&format!("http://{admin}/readyz")).await?;
+        let (service, addr) = start_api(&env, if cached { 10_000 } else { 0 }).await?;
         let targets: Vec<(String, Option<String>)> = gets
             .iter()
             .map(|(_, path)| (path.clone(), None))
@@ -1021,6 +1007,68 @@ async fn api(size: Size) -> anyhow::Result<()> {
         );
     }
     println!("\nPeak RSS of the api across these runs: {peak:.0} MB.\n");
+
+    // The dashboard as a browser loads it after a restart: its panels' requests at once, from a
+    // new api process (an empty cache), until the last answers.
+    let panels: Vec<(String, Option<String>)> = [
+        format!("/v1/metrics/active-users?{range}&interval=day"),
+        format!("/v1/metrics/events/top?{range}&limit=10"),
+        format!("/v1/metrics/pages/top?{range}&limit=10"),
+        "/v1/courses?limit=100".to_owned(),
+        format!("/v1/retention?{range}"),
+    ]
+    .into_iter()
+    .map(|path| (path, None))
+    .chain([("/v1/funnels".to_owned(), Some(funnel.clone()))])
+    .collect();
+    let mut loads = Vec::new();
+    for _ in 0..size.runs.max(3) {
+        let (service, addr) = start_api(&env, 10_000).await?;
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let answers = futures::future::join_all(panels.iter().map(|(path, body)| {
+            let url = format!("http://{addr}{path}");
+            let request = match body {
+                Some(body) => http.post(url).header("content-type", "application/json").body(body.clone()),
+                None => http.get(url),
+            };
+            async move { request.bearer_auth(READ_KEY).send().await.map(|r| r.status()) }
+        }))
+        .await;
+        loads.push(started.elapsed().as_secs_f64() * 1e3);
+        service.stop();
+        for (answer, (path, _)) in answers.into_iter().zip(&panels) {
+            let status = answer.with_context(|| format!("{path} from an empty cache"))?;
+            anyhow::ensure!(status.is_success(), "{path} from an empty cache: {status}");
+        }
+    }
+    println!(
+        "The dashboard's {} panel requests at once from a just-started api (empty cache), until the last answers: median {:.0} ms of {} restarts (the target: every panel within 2 s).\n",
+        panels.len(),
+        median(loads.clone()),
+        loads.len()
+    );
     env.cleanup().await;
     Ok(())
+}
+
+/// Starts an api on the bench's database with `cache_capacity` entries (0: every request
+/// computed) and waits until it is ready.
+async fn start_api(env: &TestEnv, cache_capacity: u64) -> anyhow::Result<(Service, SocketAddr)> {
+    let (addr, admin) = (free_addr(), free_addr());
+    let service = Service::start(
+        "api",
+        &[
+            ("NATS_URL", env.nats.url.clone()),
+            ("NATS_SUBJECT_PREFIX", env.nats.subject_prefix.clone()),
+            ("DATABASE_URL", env.database_url.clone()),
+            ("API_ADDR", addr.to_string()),
+            ("API_ADMIN_ADDR", admin.to_string()),
+            ("API_READ_KEY", READ_KEY.to_owned()),
+            ("API_PROJECT", PROJECT.to_owned()),
+            ("API_CACHE_CAPACITY", cache_capacity.to_string()),
+        ],
+    );
+    wait_http(&format!("http://{admin}/readyz")).await?;
+    Ok((service, addr))
 }
