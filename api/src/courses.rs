@@ -319,17 +319,17 @@ pub async fn list(
     let cache = app.cache.clone();
     Ok(cache
         .respond(&project.clone(), key, &headers, || async move {
+            // course_totals (migrations/0006) holds the counts, kept by the rollup's own writes.
             let ids = "with ids as (
                     select course_id from courses where project = $1
-                    union select course_id from enrollments where project = $1)";
+                    union select course_id from course_totals where project = $1 and learners > 0)";
             let rows: Vec<CourseRow> = sqlx::query_as(&format!(
                 "{ids}
                  select i.course_id, c.title, c.total_lessons, c.instructor_id,
-                        (select count(*) from enrollments e where e.project = $1 and e.course_id = i.course_id
-                            and e.enrolled_at is not null) as enrolled,
-                        (select count(*) from enrollments e where e.project = $1 and e.course_id = i.course_id
-                            and e.enrolled_at is not null and e.completed_at is not null) as completed
-                   from ids i left join courses c on c.project = $1 and c.course_id = i.course_id
+                        coalesce(t.enrolled, 0) as enrolled, coalesce(t.completed, 0) as completed
+                   from ids i
+                   left join courses c on c.project = $1 and c.course_id = i.course_id
+                   left join course_totals t on t.project = $1 and t.course_id = i.course_id
                   where $4::text[] is null or i.course_id = any($4)
                   order by i.course_id limit $2 offset $3"
             ))

@@ -975,6 +975,30 @@ impl<'a> Truth<'a> {
         Self::top(counts, limit, "page", "views")
     }
 
+    /// `GET /v1/courses`: every course with activity, its learners enrolled and, of them, completed.
+    fn courses(&self) -> Value {
+        let mut learners: BTreeMap<String, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+        for e in self.events {
+            let Some(course) = e.course() else { continue };
+            let (enrolled, completed) = learners.entry(course).or_default();
+            match e.name.as_str() {
+                "course_enrolled" => enrolled.insert(e.key()),
+                "course_completed" => completed.insert(e.key()),
+                _ => false,
+            };
+        }
+        learners
+            .into_iter()
+            .map(|(course, (enrolled, completed))| {
+                let done = enrolled.intersection(&completed).count() as i64;
+                json!({
+                    "course_id": course, "enrolled": enrolled.len(), "completed": done,
+                    "completion_rate": ratio(done, enrolled.len() as i64),
+                })
+            })
+            .collect()
+    }
+
     /// CONTRACT.md §6 "Course daily analytics": per day and for the range.
     fn course(&self, course: &str, from: NaiveDate, to: NaiveDate) -> Value {
         let of_course: Vec<&Ev> = self
@@ -1342,6 +1366,20 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
         let path = format!("/v1/courses/{course}/analytics?from={from}&to={to}");
         check.check(&path, &truth.course(course, from, to), &api.ok(&path).await);
     }
+
+    // The course list's totals (maintained by triggers on enrollments, migrations/0006).
+    let listed: Vec<Value> = api.ok("/v1/courses?limit=500").await["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| {
+            json!({
+                "course_id": c["course_id"], "enrolled": c["enrolled"], "completed": c["completed"],
+                "completion_rate": c["completion_rate"],
+            })
+        })
+        .collect();
+    check.check("/v1/courses", &truth.courses(), &Value::Array(listed));
 
     // Funnels.
     let purchase = [

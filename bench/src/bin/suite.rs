@@ -941,18 +941,19 @@ async fn api(size: Size) -> anyhow::Result<()> {
     .to_string();
 
     println!(
-        "{} events of {} learners drained into the rollups; 16 keep-alive clients, {:.0} s per endpoint, {} run(s), medians. Uncached: `API_CACHE_CAPACITY=0` (every request computed).\n",
+        "{} events of {} learners drained into the rollups; 16 keep-alive clients (and 1, for a lone request's latency), {:.0} s per endpoint, {} run(s), medians. Uncached: `API_CACHE_CAPACITY=0` (every request computed).\n",
         rate(events.len() as f64),
         size.learners,
         size.seconds,
         size.runs
     );
     println!(
-        "| endpoint | cached req/s | cached p99 | uncached req/s | uncached p99 |\n| --- | --- | --- | --- | --- |"
+        "| endpoint | cached req/s | cached p99 | uncached req/s | uncached p99 | uncached p99, 1 client |\n| --- | --- | --- | --- | --- | --- |"
     );
-    let mut results: BTreeMap<(usize, bool), (f64, f64)> = BTreeMap::new();
+    // (endpoint, mode) → (req/s, p99 ms); modes: 0 cached, 1 uncached, 2 uncached with 1 client.
+    let mut results: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
     let mut peak = 0.0f64;
-    for cached in [true, false] {
+    for (mode, cached, clients) in [(0, true, 16), (1, false, 16), (2, false, 1)] {
         let (service, addr) = start_api(&env, if cached { 10_000 } else { 0 }).await?;
         let targets: Vec<(String, Option<String>)> = gets
             .iter()
@@ -965,7 +966,7 @@ async fn api(size: Size) -> anyhow::Result<()> {
             for _ in 0..size.runs {
                 let (url, body) = (url.clone(), body.clone());
                 runs.push(
-                    bench::load::run(16, size.seconds, move |http, _| match &body {
+                    bench::load::run(clients, size.seconds, move |http, _| match &body {
                         Some(body) => http
                             .post(&url)
                             .bearer_auth(READ_KEY)
@@ -981,7 +982,7 @@ async fn api(size: Size) -> anyhow::Result<()> {
                 "{path} failed under load"
             );
             results.insert(
-                (i, cached),
+                (i, mode),
                 (
                     median(runs.iter().map(|l| l.per_second).collect()),
                     median(runs.iter().map(|l| l.p99_ms).collect()),
@@ -997,13 +998,14 @@ async fn api(size: Size) -> anyhow::Result<()> {
         .chain(["funnel, 3 steps, 30 days"])
         .collect();
     for (i, name) in names.iter().enumerate() {
-        let (c, u) = (results[&(i, true)], results[&(i, false)]);
+        let (c, u, lone) = (results[&(i, 0)], results[&(i, 1)], results[&(i, 2)]);
         println!(
-            "| {name} | {} | {:.1} ms | {} | {:.1} ms |",
+            "| {name} | {} | {:.1} ms | {} | {:.1} ms | {:.1} ms |",
             rate(c.0),
             c.1,
             rate(u.0),
-            u.1
+            u.1,
+            lone.1
         );
     }
     println!("\nPeak RSS of the api across these runs: {peak:.0} MB.\n");
@@ -1029,7 +1031,10 @@ async fn api(size: Size) -> anyhow::Result<()> {
         let answers = futures::future::join_all(panels.iter().map(|(path, body)| {
             let url = format!("http://{addr}{path}");
             let request = match body {
-                Some(body) => http.post(url).header("content-type", "application/json").body(body.clone()),
+                Some(body) => http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
                 None => http.get(url),
             };
             async move { request.bearer_auth(READ_KEY).send().await.map(|r| r.status()) }
