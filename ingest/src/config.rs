@@ -132,6 +132,13 @@ pub struct Limits {
     /// Largest request body after decompression, in bytes (413 beyond).
     #[arg(long = "max-decoded-bytes", env = "INGEST_MAX_DECODED_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_decoded_bytes: usize,
+    /// Memory reserved, over all requests at once, for bodies being decompressed and parsed:
+    /// each request reserves twice its bound (the wire length uncompressed; for gzip at most
+    /// 1,032 times it, deflate's largest ratio; for zstd `max_decoded_bytes`) before it decodes,
+    /// and waits its turn (503 after `request_timeout`) when the budget is spent. This is what
+    /// bounds ingest's memory before a body `writeKey` is checked.
+    #[arg(long = "max-decoding-bytes", env = "INGEST_MAX_DECODING_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_decoding_bytes: usize,
     /// Most events in one batch (413 beyond).
     #[arg(long = "max-batch-events", env = "INGEST_MAX_BATCH_EVENTS", default_value_t = 1_000)]
     pub max_batch_events: usize,
@@ -158,6 +165,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_decoded_bytes: 8 * 1024 * 1024,
+            max_decoding_bytes: 64 * 1024 * 1024,
             max_batch_events: 1_000,
             max_event_bytes: 64 * 1024,
             max_property_depth: 16,

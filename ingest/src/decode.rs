@@ -25,14 +25,11 @@ struct BatchEnvelope {
     #[serde(rename = "sentAt")]
     sent_at: Option<Value>,
     context: Option<Value>,
-    #[serde(rename = "writeKey")]
-    write_key: Option<Value>,
 }
 
 /// A parsed request, before authentication and per-event validation.
 #[derive(Debug)]
 pub struct Envelope {
-    pub write_key: Option<String>,
     sent_at: Option<Value>,
     context: Option<Map<String, Value>>,
     events: Vec<Value>,
@@ -96,7 +93,6 @@ pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Res
                 Some(_) => return Err(IngestError::BadRequest("`context` must be an object".into())),
             };
             Ok(Envelope {
-                write_key: string_key(envelope.write_key)?,
                 sent_at: envelope.sent_at,
                 context,
                 events,
@@ -109,9 +105,9 @@ pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Res
             let Value::Object(mut event) = value else {
                 return Err(IngestError::BadRequest("the body must be a JSON object".into()));
             };
-            let write_key = string_key(event.remove("writeKey"))?;
+            // Read by `body_write_key` before this parse; not part of the event.
+            event.remove("writeKey");
             Ok(Envelope {
-                write_key,
                 sent_at: None,
                 context: None,
                 events: vec![Value::Object(event)],
@@ -121,11 +117,22 @@ pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Res
     }
 }
 
-fn string_key(value: Option<Value>) -> Result<Option<String>, IngestError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(key)) => Ok(Some(key)),
-        Some(_) => Err(IngestError::BadRequest("`writeKey` must be a string".into())),
+/// The body's top-level `writeKey`, read without building the document: other members are
+/// skipped by serde without allocating, so a request without a key in its headers is
+/// authenticated before its events are parsed into a tree (which may take several times the
+/// body's bytes). Every endpoint's body is a JSON object with the key at the top level.
+pub fn body_write_key(body: &[u8]) -> Result<Option<String>, IngestError> {
+    #[derive(Deserialize)]
+    struct KeyOnly<'a> {
+        #[serde(rename = "writeKey", borrow, default)]
+        write_key: Option<&'a serde_json::value::RawValue>,
+    }
+    let KeyOnly { write_key } = serde_json::from_slice(body)
+        .map_err(|e| IngestError::BadRequest(format!("the body is not a JSON object: {e}")))?;
+    match write_key.map(|raw| serde_json::from_str::<Option<String>>(raw.get())) {
+        None => Ok(None),
+        Some(Ok(key)) => Ok(key),
+        Some(Err(_)) => Err(IngestError::BadRequest("`writeKey` must be a string".into())),
     }
 }
 

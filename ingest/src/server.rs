@@ -23,14 +23,13 @@ use common::{
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::WriteKeys,
     config::Config,
-    decode::{decode_batch, Endpoint, Normalisation},
+    decode::{body_write_key, decode_batch, Endpoint, Normalisation},
     error::IngestError,
     limiter::RateLimiter,
     publisher::Publisher,
@@ -51,6 +50,8 @@ struct Inner {
     publisher: Publisher,
     /// One permit per event waiting for its JetStream acknowledgement; bounds ingest's memory.
     in_flight: Arc<Semaphore>,
+    /// One permit per KiB of `Limits::max_decoding_bytes`: bodies being decoded and parsed.
+    decoding: Arc<Semaphore>,
     keys: WriteKeys,
     /// For readiness when there is no static key (the stored keys are then the only ones).
     pool: sqlx::PgPool,
@@ -90,6 +91,7 @@ impl App {
             &config.coalescing,
         );
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight_events));
+        let decoding = Arc::new(Semaphore::new(decoding_permits(config.limits.max_decoding_bytes)));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(config.postgres.max_connections)
             .acquire_timeout(Duration::from_secs(2))
@@ -113,6 +115,7 @@ impl App {
                 nats,
                 publisher,
                 in_flight,
+                decoding,
                 keys,
                 pool,
                 limiter,
@@ -156,42 +159,13 @@ impl App {
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
     /// (their events acknowledged, or the client told 503) for up to the shutdown grace, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.inner.config.limits.request_timeout);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            let (stream, _) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            stream.set_nodelay(true).ok();
-            let app = self.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(request).await) }
-            });
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
+        let app = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(request).await) }
+        });
+        let graceful =
+            common::serve::accept_until(listener, service, self.inner.config.limits.request_timeout, shutdown).await;
         let grace = self.inner.config.shutdown_grace;
         tracing::info!(?grace, "draining connections");
         let give_up = self.inner.give_up.clone();
@@ -267,13 +241,17 @@ impl App {
             }
         })?
         .to_bytes();
+        // Held until the events are validated: the decoded body and its parsed tree.
+        let _decoding = self.reserve_decoding(encoding, body.len()).await?;
         let mut body = encoding.decode(body, config.limits.max_decoded_bytes)?;
-        let envelope = decode_batch(&mut body, endpoint, &config.limits)?;
-        let sender = match (sender, &envelope.write_key) {
-            (Some(sender), _) => sender,
-            (None, Some(key)) => self.inner.keys.authenticate(key).await?,
-            (None, None) => return Err(IngestError::Unauthorized),
+        let sender = match sender {
+            Some(sender) => sender,
+            None => match body_write_key(&body)? {
+                Some(key) => self.inner.keys.authenticate(&key).await?,
+                None => return Err(IngestError::Unauthorized),
+            },
         };
+        let envelope = decode_batch(&mut body, endpoint, &config.limits)?;
         metrics::counter!("ingest_events_received_total").increment(envelope.len() as u64);
         let mut decoded = envelope.validate(&Normalisation {
             project: &sender.project,
@@ -317,6 +295,43 @@ impl App {
             "rejected": decoded.rejected,
         }))
     }
+}
+
+impl App {
+    /// Reserves the memory a body of `wire_len` bytes may take while it is decoded and parsed
+    /// (`Limits::max_decoding_bytes`), waiting for it up to the request timeout.
+    async fn reserve_decoding(
+        &self,
+        encoding: Encoding,
+        wire_len: usize,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, IngestError> {
+        let limits = &self.inner.config.limits;
+        let bound = match encoding {
+            Encoding::Identity => wire_len,
+            Encoding::Gzip => wire_len.saturating_mul(DEFLATE_MAX_RATIO).min(limits.max_decoded_bytes),
+            Encoding::Zstd => limits.max_decoded_bytes,
+        };
+        // Twice: the decoded copy grows by doubling, and the parse keeps it alongside its tree.
+        let permits = decoding_permits(bound.saturating_mul(2)).min(decoding_permits(limits.max_decoding_bytes));
+        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+        match tokio::time::timeout(limits.request_timeout, self.inner.decoding.acquire_many(permits)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(IngestError::Unavailable("ingest is shutting down".into())),
+            Err(_) => {
+                metrics::counter!("ingest_decoding_budget_exhausted_total").increment(1);
+                Err(IngestError::Overloaded)
+            }
+        }
+    }
+}
+
+/// Deflate's largest compression ratio: a 258-byte match coded in as few as 2 bits, about
+/// 1,032:1, so a gzip body of n bytes decodes to at most about 1,032 n bytes.
+const DEFLATE_MAX_RATIO: usize = 1_032;
+
+/// Permits of the decoding budget: one per KiB, at least one.
+fn decoding_permits(bytes: usize) -> usize {
+    bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS)
 }
 
 /// The public routes, with a bounded label for metrics.
@@ -366,6 +381,7 @@ impl Route {
 }
 
 /// `Content-Encoding`s ingest decodes.
+#[derive(Debug, Clone, Copy)]
 enum Encoding {
     Identity,
     Gzip,
