@@ -36,6 +36,13 @@ pub struct Claims {
     pub courses: Vec<String>,
     /// Expiry (seconds since the epoch); required.
     pub exp: u64,
+    /// Not before (seconds since the epoch), checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since the epoch): the lifetime `exp - iat` is bounded by
+    /// `API_JWT_MAX_LIFETIME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 /// The authenticated caller.
@@ -47,19 +54,34 @@ pub struct Principal {
     pub sub: String,
     /// Courses an instructor teaches.
     pub courses: Arc<Vec<String>>,
+    /// May write the course catalog: admin JWTs, not read keys (which only read).
+    pub catalog: bool,
 }
 
 impl Principal {
-    fn admin(project: String) -> Self {
+    /// A read key: every metric of its project, and nothing to write.
+    fn read_key(project: String) -> Self {
         Self {
             project,
             role: Role::Admin,
             sub: String::new(),
             courses: Arc::new(Vec::new()),
+            catalog: false,
         }
     }
 
-    /// Project-wide metrics (active users, top events, funnels, retention, the catalog's writes).
+    /// Catalog writes (`PUT /v1/courses/{id}`) need an admin JWT.
+    pub fn require_catalog_writer(&self) -> Result<(), ApiError> {
+        match (self.role, self.catalog) {
+            (Role::Admin, true) => Ok(()),
+            (Role::Admin, false) => Err(ApiError::Forbidden(
+                "read keys only read; catalog writes need an admin token".into(),
+            )),
+            _ => Err(ApiError::Forbidden("catalog writes need an admin token".into())),
+        }
+    }
+
+    /// Project-wide metrics (active users, top events, funnels, retention).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin {
             Ok(())
@@ -139,7 +161,7 @@ impl FromRequestParts<App> for Principal {
 pub async fn authenticate(app: &App, token: &str) -> Result<Principal, ApiError> {
     let bootstrap = app.config.read_key.as_bytes();
     if !bootstrap.is_empty() && keys::constant_time_eq(token.as_bytes(), bootstrap) {
-        return Ok(Principal::admin(app.config.project.clone()));
+        return Ok(Principal::read_key(app.config.project.clone()));
     }
     if token.matches('.').count() == 2 {
         return decode_jwt(&app.jwt, token);
@@ -155,23 +177,26 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal, ApiError>
         })
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot look up a read key: {e}")))?;
-    project.map(Principal::admin).ok_or(ApiError::Unauthorized)
+    project.map(Principal::read_key).ok_or(ApiError::Unauthorized)
 }
 
 /// How JWTs are checked; None when no secret is configured (JWTs are then refused).
 pub struct JwtKeys {
     key: Option<jsonwebtoken::DecodingKey>,
     validation: jsonwebtoken::Validation,
+    max_lifetime: Duration,
 }
 
 impl JwtKeys {
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: &str, max_lifetime: Duration) -> Self {
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         Self {
             key: (!secret.is_empty()).then(|| jsonwebtoken::DecodingKey::from_secret(secret.as_bytes())),
             validation,
+            max_lifetime,
         }
     }
 }
@@ -183,7 +208,21 @@ fn decode_jwt(keys: &JwtKeys, token: &str) -> Result<Principal, ApiError> {
         ApiError::Unauthorized
     })?;
     let claims = data.claims;
-    if !common::stream::is_valid_project(&claims.project) || claims.sub.is_empty() {
+    let issued = claims
+        .iat
+        .unwrap_or_else(|| u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0));
+    if claims.exp.saturating_sub(issued) > keys.max_lifetime.as_secs() {
+        tracing::debug!(
+            exp = claims.exp,
+            issued,
+            "JWT refused: its lifetime is over the maximum"
+        );
+        return Err(ApiError::Unauthorized);
+    }
+    // The subject is a user id of the event model (at most 256 bytes, no control characters);
+    // anything else cannot name a learner and must not reach a query.
+    let sub_ok = !claims.sub.is_empty() && claims.sub.len() <= 256 && !claims.sub.chars().any(char::is_control);
+    if !common::stream::is_valid_project(&claims.project) || !sub_ok {
         return Err(ApiError::Unauthorized);
     }
     Ok(Principal {
@@ -191,6 +230,7 @@ fn decode_jwt(keys: &JwtKeys, token: &str) -> Result<Principal, ApiError> {
         role: claims.role,
         sub: claims.sub,
         courses: Arc::new(claims.courses),
+        catalog: claims.role == Role::Admin,
     })
 }
 

@@ -33,6 +33,10 @@ pub struct Config {
         default_value = ""
     )]
     pub jwt_secret: String,
+    /// Longest lifetime a JWT may claim (`exp` after `iat`, or after now without `iat`); longer
+    /// ones are refused with 401, so a leaked token cannot be one that never expires.
+    #[arg(long = "jwt-max-lifetime", env = "API_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub jwt_max_lifetime: Duration,
     /// Longest date range one request may ask for, in days (422 beyond).
     #[arg(long = "max-range-days", env = "API_MAX_RANGE_DAYS", default_value_t = 400)]
     pub max_range_days: i64,
@@ -55,6 +59,17 @@ pub struct Config {
     /// `statement_timeout`); past it the request answers 503 with the reason.
     #[arg(long = "statement-timeout", env = "API_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
+    /// Longest a client may take to send a request's headers, and to send the next request on an
+    /// idle keep-alive connection; the connection is closed past it.
+    #[arg(long = "header-read-timeout", env = "API_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Live progress streams (server-sent events) open at once, in all (503 beyond).
+    #[arg(long = "max-streams", env = "API_MAX_STREAMS", default_value_t = 1_000)]
+    pub max_streams: usize,
+    /// Live progress streams one credential (a read key, or a JWT's subject) may hold open at
+    /// once (429 beyond).
+    #[arg(long = "max-streams-per-key", env = "API_MAX_STREAMS_PER_KEY", default_value_t = 10)]
+    pub max_streams_per_key: usize,
     /// Longest a request may wait for PostgreSQL in all (connecting included); past it the request
     /// answers 503. The statement timeout is enforced by the server, so it cannot end a wait for
     /// an answer that never comes (a partition, a frozen host); this bound is the api's own.

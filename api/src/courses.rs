@@ -374,7 +374,7 @@ pub async fn put(
     JsonBody(update): JsonBody<CourseUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     path_id("id", &course)?;
-    principal.require_admin()?;
+    principal.require_catalog_writer()?;
     if update.total_lessons.is_some_and(|n| n <= 0) {
         return Err(ApiError::Unprocessable(
             "`total_lessons` must be a positive integer".into(),

@@ -18,6 +18,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("not found")]
     NotFound,
+    /// Over a per-credential limit (live streams): the client should close what it holds.
+    #[error("{0}")]
+    TooMany(String),
     /// PostgreSQL is unreachable, or the query ran past the statement timeout: worth retrying
     /// (or narrowing), never the client's fault and never a hung connection.
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail.clone()),
             ApiError::Unprocessable(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail.clone()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::TooMany(detail) => (StatusCode::TOO_MANY_REQUESTS, "too_many", detail.clone()),
             ApiError::Unavailable(detail) => {
                 let body = Json(serde_json::json!({"error": "unavailable", "detail": detail}));
                 return (

@@ -14,6 +14,7 @@ pub mod instruments;
 mod metrics_routes;
 pub mod openapi;
 mod routes;
+mod streams;
 mod users;
 
 use std::{sync::Arc, time::Duration};
@@ -39,6 +40,8 @@ pub struct App {
     /// Read keys looked up recently.
     keys: auth::KeyCache,
     jwt: Arc<auth::JwtKeys>,
+    /// Live streams open, per credential and in all.
+    streams: Arc<streams::StreamLimits>,
     /// Cancelled when the server shuts down, so that live streams end and the server can drain.
     shutdown: CancellationToken,
 }
@@ -66,7 +69,8 @@ impl App {
         Ok(Self {
             cache: cache::ResponseCache::new(config.cache_capacity, config.cache_ttl),
             keys: auth::key_cache(),
-            jwt: Arc::new(auth::JwtKeys::new(&config.jwt_secret)),
+            jwt: Arc::new(auth::JwtKeys::new(&config.jwt_secret, config.jwt_max_lifetime)),
+            streams: streams::StreamLimits::new(config.max_streams, config.max_streams_per_key),
             config: Arc::new(config),
             pool,
             shutdown: CancellationToken::new(),
@@ -103,13 +107,17 @@ impl App {
             self.shutdown.clone(),
         ));
         let own = self.shutdown.clone();
-        let router = routes::router(self);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                own.cancel();
-            })
-            .await
-            .context("api server failed")
+        let (header_read_timeout, drain) = (self.config.header_read_timeout, self.config.request_timeout);
+        let service = hyper_util::service::TowerToHyperService::new(routes::router(self));
+        let graceful = common::serve::accept_until(listener, service, header_read_timeout, shutdown).await;
+        // Live streams end now; requests still running get up to the request timeout.
+        own.cancel();
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+            tracing::warn!(
+                ?drain,
+                "requests still running after the drain; closing their connections"
+            );
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use axum::{
     routing::{get, post, put},
     Router,
 };
-use chrono::NaiveDate;
+use chrono::{Datelike as _, NaiveDate};
 use serde::Deserialize;
 use tower_http::compression::CompressionLayer;
 
@@ -123,7 +123,14 @@ impl Range {
 pub fn date(name: &str, value: Option<&str>) -> Result<NaiveDate, ApiError> {
     let value = value.ok_or_else(|| ApiError::Unprocessable(format!("`{name}` is required (YYYY-MM-DD)")))?;
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| ApiError::Unprocessable(format!("`{name}` must be a date as YYYY-MM-DD, not {value:?}")))
+        .ok()
+        // Events are dated from 1970 (ingest's time floor), and day arithmetic stays in range.
+        .filter(|d| (1970..=9999).contains(&d.year()))
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "`{name}` must be a date from 1970-01-01 to 9999-12-31 as YYYY-MM-DD, not {value:?}"
+            ))
+        })
 }
 
 /// An integer query parameter within `min..=max`, `default` when absent.

@@ -175,16 +175,33 @@ pub async fn progress_stream(
     Path(user): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let token = headers
+    let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or(query.key)
-        .ok_or(ApiError::Unauthorized)?;
-    let principal = authenticate(&app, token.trim()).await?;
+        .map(|v| v.trim().to_owned());
+    let token = match (header_token, query.key) {
+        (Some(token), _) => token,
+        // URLs end up in logs and browser history: only a JWT, whose lifetime is bounded, may
+        // travel in one, never a read key.
+        (None, Some(key)) if key.matches('.').count() == 2 => key,
+        (None, Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "`?key=` takes a JWT only; send read keys as `Authorization: Bearer`".into(),
+            ))
+        }
+        (None, None) => return Err(ApiError::Unauthorized),
+    };
+    let principal = authenticate(&app, &token).await?;
     path_id("id", &user)?;
     principal.require_user(&user)?;
+    // The credential the stream counts against: a JWT's subject, or the read key itself.
+    let holder = if principal.sub.is_empty() {
+        common::keys::hash(&token)
+    } else {
+        format!("{}/{}", principal.project, principal.sub)
+    };
+    let slot = app.streams.open(holder)?;
     let project = principal.project;
     let changes = app.cache.subscribe();
     let first = progress_value(&app, &project, &user).await?;
@@ -216,7 +233,11 @@ pub async fn progress_stream(
         .map_err(|e| ApiError::Internal(e.into()))?;
     let stream = futures::stream::once(async move { first })
         .chain(updates)
-        .map(Ok::<_, Infallible>)
+        .map(move |event| {
+            // Held as long as the stream is: dropped with it when the client goes away.
+            let _held = &slot;
+            Ok::<_, Infallible>(event)
+        })
         .take_until(async move { shutdown.cancelled().await });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -199,17 +199,27 @@ fn token(role: api::Role, sub: &str, project: &str, courses: &[&str]) -> String 
 
 fn token_with(secret: &str, role: api::Role, sub: &str, project: &str, courses: &[&str], ttl: i64) -> String {
     let exp = (chrono::Utc::now().timestamp() + ttl) as u64;
-    api::sign(
+    sign_claims(
         secret,
-        &api::Claims {
+        api::Claims {
             sub: sub.into(),
             role,
             project: project.into(),
             courses: courses.iter().map(|c| (*c).to_owned()).collect(),
             exp,
+            nbf: None,
+            iat: None,
         },
     )
-    .unwrap()
+}
+
+/// An admin JWT of p1, the project of `READ_KEY`: catalog writes need one.
+fn catalog_admin() -> String {
+    token(api::Role::Admin, "catalog", "p1", &[])
+}
+
+fn sign_claims(secret: &str, claims: api::Claims) -> String {
+    api::sign(secret, &claims).unwrap()
 }
 
 fn c1(extra: Value) -> Value {
@@ -350,7 +360,7 @@ async fn loaded() -> Stack {
     let (status, body) = stack
         .put(
             "/v1/courses/c1",
-            READ_KEY,
+            &catalog_admin(),
             &json!({"title": "Rust 101", "total_lessons": 4, "instructor_id": "t1"}),
         )
         .await;
@@ -673,7 +683,9 @@ async fn invalid_queries_are_422_with_the_reason() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = stack.put("/v1/courses/c1", k, &json!({"total_lessons": 0})).await;
+    let (status, _) = stack
+        .put("/v1/courses/c1", &catalog_admin(), &json!({"total_lessons": 0}))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let malformed = stack
         .http
@@ -721,11 +733,46 @@ async fn every_denial_is_401_or_403_and_no_answer_mixes_projects() {
         3600,
     );
     let expired = token_with(SECRET, api::Role::Admin, "x", "p1", &[], -3600);
+    // Past the maximum lifetime (24 h by default), with or without `iat`.
+    let forever = token_with(SECRET, api::Role::Admin, "x", "p1", &[], 400 * 86_400);
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = |sub: &str| api::Claims {
+        sub: sub.into(),
+        role: api::Role::Student,
+        project: "p1".into(),
+        courses: vec![],
+        exp: now + 3600,
+        nbf: None,
+        iat: None,
+    };
+    let long_lived = sign_claims(
+        SECRET,
+        api::Claims {
+            iat: Some(now - 86_400),
+            exp: now + 3600,
+            ..claims("u1")
+        },
+    );
+    let not_yet = sign_claims(
+        SECRET,
+        api::Claims {
+            nbf: Some(now + 600),
+            ..claims("u1")
+        },
+    );
+    // Subjects that cannot be user ids.
+    let nul_sub = sign_claims(SECRET, claims("u\u{0}1"));
+    let long_sub = sign_claims(SECRET, claims(&"u".repeat(257)));
     for credential in [
         "garbage",
         write_key.as_str(),
         forged.as_str(),
         expired.as_str(),
+        forever.as_str(),
+        long_lived.as_str(),
+        not_yet.as_str(),
+        nul_sub.as_str(),
+        long_sub.as_str(),
         "a.b.c",
     ] {
         assert_eq!(
@@ -734,6 +781,17 @@ async fn every_denial_is_401_or_403_and_no_answer_mixes_projects() {
             "{credential}"
         );
     }
+
+    // A token already valid (`nbf` past) and within its lifetime (`iat` an hour ago).
+    let valid = sign_claims(
+        SECRET,
+        api::Claims {
+            nbf: Some(now - 60),
+            iat: Some(now - 3600),
+            ..claims("u1")
+        },
+    );
+    assert_eq!(stack.get(stats, &valid).await.0, StatusCode::OK);
 
     // Students: only their own user endpoints.
     let student = token(api::Role::Student, "u1", "p1", &[]);
@@ -827,6 +885,11 @@ async fn every_denial_is_401_or_403_and_no_answer_mixes_projects() {
         stack.get("/v1/users/u1/learning-paths/c1", &p2_student).await.0,
         StatusCode::NOT_FOUND
     );
+    // Read keys read: catalog writes need an admin token.
+    for key in [read_key_p2.as_str(), READ_KEY] {
+        let (status, body) = stack.put("/v1/courses/c1", key, &json!({"title": "renamed"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
     let p2_courses = stack.ok("/v1/courses", &read_key_p2).await;
     assert_eq!(
         p2_courses["items"],
@@ -900,7 +963,7 @@ async fn cached_answers_follow_the_workers_commits_with_etags_and_gzip() {
     stack
         .put(
             "/v1/courses/c1",
-            READ_KEY,
+            &catalog_admin(),
             &json!({"title": "Rust 102", "total_lessons": 4}),
         )
         .await;
@@ -1163,4 +1226,97 @@ async fn the_dashboard_renders_live_data_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(cached.headers()["x-cache"], "hit");
+}
+
+#[tokio::test]
+async fn connections_streams_and_dates_are_bounded() {
+    let mut stack = stack().await;
+    stack.api_config.header_read_timeout = Duration::from_secs(1);
+    stack.api_config.max_streams = 3;
+    stack.api_config.max_streams_per_key = 2;
+    stack.restart_api().await;
+    let addr = stack.base.trim_start_matches("http://").to_owned();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // Closed, with a 408 or without an answer, once the header-read timeout has passed: a
+    // request whose headers never end, and a keep-alive connection left idle after a request.
+    let closed = async |tcp: &mut tokio::net::TcpStream, what: &str| {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => assert!(
+                    std::str::from_utf8(&buffer[..n]).is_ok_and(|t| t.starts_with("HTTP/1.1 408")),
+                    "{what}: unexpected bytes {:?}",
+                    String::from_utf8_lossy(&buffer[..n])
+                ),
+                Err(_) => panic!("{what}: still open 10 s after a 1 s header-read timeout"),
+            }
+        }
+    };
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/courses HTTP/1.1\r\nHost: api\r\n")
+        .await
+        .unwrap();
+    closed(&mut slow, "unfinished headers").await;
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz-not-here HTTP/1.1\r\nHost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 4096];
+    let n = idle.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 "), "an answer first");
+    closed(&mut idle, "idle keep-alive").await;
+
+    // Live streams: 2 per credential, 3 in all; read keys never in a URL.
+    let open = async |user: &str| {
+        let student = token(api::Role::Student, user, "p1", &[]);
+        stack
+            .http
+            .get(format!("{}/v1/users/{user}/progress/stream", stack.base))
+            .bearer_auth(student)
+            .send()
+            .await
+            .unwrap()
+    };
+    let u1a = open("u1").await;
+    let u1b = open("u1").await;
+    assert_eq!((u1a.status(), u1b.status()), (StatusCode::OK, StatusCode::OK));
+    let third = open("u1").await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(third.json::<Value>().await.unwrap()["error"], "too_many");
+    let u2 = open("u2").await;
+    assert_eq!(u2.status(), StatusCode::OK);
+    assert_eq!(open("u3").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let in_url = stack
+        .http
+        .get(format!("{}/v1/users/u1/progress/stream?key={READ_KEY}", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_url.status(), StatusCode::FORBIDDEN);
+    drop((u1a, u1b, u2));
+
+    // Dates from 1970 to 9999, with a 422 naming the parameter.
+    for (from, to, field) in [
+        ("1969-12-31", "2026-03-03", "from"),
+        ("-9999-01-01", "2026-03-03", "from"),
+        ("2026-03-01", "+262142-12-31", "to"),
+        ("2026-03-01", "10000-01-01", "to"),
+    ] {
+        for path in [
+            format!("/v1/metrics/active-users?from={from}&to={to}"),
+            format!("/v1/retention?from={from}&to={to}"),
+        ] {
+            let (status, body) = stack.get(&path, READ_KEY).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains(&format!("`{field}`")),
+                "{path}: {body}"
+            );
+        }
+        let funnel = json!({"steps": ["a", "b"], "from": from, "to": to, "window": "7d"});
+        let (status, body) = stack.post("/v1/funnels", READ_KEY, &funnel).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "funnel {from}..{to}: {body}");
+    }
 }

@@ -12,6 +12,7 @@ pub struct NatsConfig {
         id = "nats_url",
         long = "nats-url",
         env = "NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub url: String,
@@ -46,6 +47,7 @@ pub struct PostgresConfig {
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/analytics"
     )]
     pub url: String,
@@ -66,6 +68,7 @@ pub struct MongoConfig {
         id = "mongo_uri",
         long = "mongo-uri",
         env = "MONGO_URI",
+        hide_env_values = true,
         default_value = "mongodb://127.0.0.1:27017"
     )]
     pub uri: String,

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod event;
 pub mod keys;
 pub mod schema;
+pub mod serve;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
