@@ -44,6 +44,11 @@ async fn every_endpoint_answers_preflights_echoing_the_origin_and_the_requested_
             "{path}"
         );
         assert_eq!(header("access-control-max-age").as_deref(), Some("86400"), "{path}");
+        assert_eq!(
+            header("access-control-allow-credentials"),
+            None,
+            "{path}: no credentials for any origin"
+        );
     }
 }
 
