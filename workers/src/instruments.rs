@@ -79,7 +79,7 @@ pub fn describe() {
     describe_histogram!(
         "workers_stage_duration_seconds",
         Unit::Seconds,
-        "Time one batch spends in a stage: rollup (PostgreSQL), store (MongoDB), paths (one flush)."
+        "Time spent in a stage: decode (one message), prepare (a batch's MongoDB documents), rollup (a batch's PostgreSQL work, prepare included), store (a batch's MongoDB insert), paths (one learning-path flush)."
     );
     describe_histogram!("workers_batch_events_size", Unit::Count, "Events per batch.");
     describe_histogram!(

@@ -10,7 +10,10 @@
 //! is deleted only if its version is still the one read, so a pair marked again meanwhile is
 //! rewritten at the next flush; a crash between the upsert and the delete only rewrites it again.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -18,13 +21,21 @@ use common::documents::{learning_path_id, LEARNING_PATHS};
 use futures::{stream, StreamExt as _, TryStreamExt as _};
 use mongodb::{
     bson::{self, doc, Document},
+    error::ErrorKind,
     Collection, Database,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::DUPLICATE_KEY;
+
 /// Upserts in flight at once.
 const CONCURRENCY: usize = 8;
+/// New documents per `insert_many`.
+const INSERT_CHUNK: usize = 1_000;
+
+/// (project, student, course).
+type Pair = (String, String, String);
 /// The advisory lock that makes one flusher run at a time (an arbitrary constant).
 const FLUSH_LOCK: i64 = 0x6c70_6174_6873; // "lpaths"
 
@@ -39,19 +50,56 @@ type LessonRow = (
     DateTime<Utc>,
 );
 
-/// Flushes every `interval` until `shutdown`.
-pub async fn run(pool: PgPool, db: Database, interval: Duration, max: i64, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// When the flusher writes.
+pub struct Schedule<Q> {
+    /// At most once per interval while events keep coming.
+    pub interval: Duration,
+    /// Marks read per flush.
+    pub max: i64,
+    /// How long the worker's pipeline has been empty, if it is: once it has been for
+    /// [`QUIET`], the flusher writes at once rather than at the end of the interval, so a
+    /// stream that goes quiet leaves no learning path out of date for long.
+    pub quiet: Q,
+}
+
+/// How long the pipeline must be empty before a quiet flush.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// Flushes on `schedule` until `shutdown`.
+pub async fn run<Q>(pool: PgPool, db: Database, schedule: Schedule<Q>, shutdown: CancellationToken)
+where
+    Q: Fn() -> Option<Duration>,
+{
+    let mut poll = tokio::time::interval(QUIET / 2);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
+    // One quiet flush per quiet period: set once it ran, cleared when messages come again.
+    let mut flushed_quiet = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = poll.tick() => {}
         }
+        let quiet = (schedule.quiet)();
+        if quiet.is_none() {
+            flushed_quiet = false;
+        }
+        let due = last.elapsed() >= schedule.interval;
+        let quiet_due = !flushed_quiet && quiet.is_some_and(|q| q >= QUIET);
+        if !due && !quiet_due {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        flushed_quiet |= quiet_due;
+        let max = schedule.max;
         let started = std::time::Instant::now();
         match flush(&pool, &db, max).await {
             Ok(0) => {}
             Ok(n) => {
+                // More marks than one flush reads: go on at the next poll while quiet.
+                if n as i64 >= max {
+                    flushed_quiet = false;
+                }
                 metrics::counter!("workers_learning_paths_written_total").increment(n as u64);
                 metrics::histogram!("workers_stage_duration_seconds", "stage" => "paths")
                     .record(started.elapsed().as_secs_f64());
@@ -121,8 +169,41 @@ async fn flush_locked(pool: &PgPool, db: &Database, max: i64) -> anyhow::Result<
     .fetch_all(pool)
     .await
     .context("cannot read lesson progress")?;
+    let written: HashSet<Pair> = sqlx::query_as(
+        "select w.project, w.user_key, w.course_id
+           from learning_paths_written w
+           join unnest($1::text[], $2::text[], $3::text[]) as t(project, user_key, course_id)
+             on (w.project, w.user_key, w.course_id) = (t.project, t.user_key, t.course_id)",
+    )
+    .bind(&projects)
+    .bind(&users)
+    .bind(&courses)
+    .fetch_all(pool)
+    .await
+    .context("cannot read which learning paths have a document")?
+    .into_iter()
+    .collect();
     let documents = documents(rows);
-    write(db, &documents).await?;
+    let inserted = write(db, &documents, &written).await?;
+    if !inserted.is_empty() {
+        let (mut projects, mut users, mut courses) = (Vec::new(), Vec::new(), Vec::new());
+        for (project, user, course) in inserted {
+            projects.push(project.as_str());
+            users.push(user.as_str());
+            courses.push(course.as_str());
+        }
+        sqlx::query(
+            "insert into learning_paths_written (project, user_key, course_id)
+             select * from unnest($1::text[], $2::text[], $3::text[])
+             on conflict do nothing",
+        )
+        .bind(&projects)
+        .bind(&users)
+        .bind(&courses)
+        .execute(pool)
+        .await
+        .context("cannot record the learning paths inserted")?;
+    }
     sqlx::query(
         "delete from learning_path_dirty d
           using unnest($1::text[], $2::text[], $3::text[], $4::int8[]) as t(project, user_key, course_id, version)
@@ -139,8 +220,8 @@ async fn flush_locked(pool: &PgPool, db: &Database, max: i64) -> anyhow::Result<
 }
 
 /// The `learningPath` array of each (project, student, course), in module then lesson order.
-pub fn documents(rows: Vec<LessonRow>) -> BTreeMap<(String, String, String), Vec<Document>> {
-    let mut documents: BTreeMap<(String, String, String), Vec<Document>> = BTreeMap::new();
+pub fn documents(rows: Vec<LessonRow>) -> BTreeMap<Pair, Vec<Document>> {
+    let mut documents: BTreeMap<Pair, Vec<Document>> = BTreeMap::new();
     for (project, user, course, lesson, module, completed_at, time_spent, last_accessed) in rows {
         documents.entry((project, user, course)).or_default().push(doc! {
             "moduleId": module,
@@ -153,18 +234,64 @@ pub fn documents(rows: Vec<LessonRow>) -> BTreeMap<(String, String, String), Vec
     documents
 }
 
-/// Upserts each document whole (`$set`), by its structured `_id`.
-async fn write(db: &Database, documents: &BTreeMap<(String, String, String), Vec<Document>>) -> anyhow::Result<()> {
+/// Writes each document whole: the pairs without a document yet (not in `written`) in bulk
+/// inserts, the others (and any insert that meets an existing document) by an upsert on their
+/// structured `_id`. Returns the pairs it inserted.
+async fn write<'a>(
+    db: &Database,
+    documents: &'a BTreeMap<Pair, Vec<Document>>,
+    written: &HashSet<Pair>,
+) -> anyhow::Result<Vec<&'a Pair>> {
     let paths: Collection<Document> = db.collection(LEARNING_PATHS);
-    let writes: Vec<_> = documents
-        .iter()
-        .map(|((project, user, course), path)| upsert(&paths, project, user, course, path))
+    let now = bson::DateTime::from_millis(Utc::now().timestamp_millis());
+    let (known, fresh): (Vec<_>, Vec<_>) = documents.iter().partition(|(pair, _)| written.contains(*pair));
+    let mut upserts: Vec<(&Pair, &[Document])> = known.into_iter().map(|(p, d)| (p, d.as_slice())).collect();
+    let mut inserted = Vec::with_capacity(fresh.len());
+    for chunk in fresh.chunks(INSERT_CHUNK) {
+        let whole: Vec<Document> = chunk
+            .iter()
+            .map(|((project, user, course), path)| {
+                doc! {
+                    "_id": learning_path_id(project, user, course),
+                    "project": project, "studentId": user, "courseId": course,
+                    "learningPath": path, "updatedAt": now, "preferences": {},
+                }
+            })
+            .collect();
+        let existing: HashSet<usize> = match paths.insert_many(whole).ordered(false).await {
+            Ok(_) => HashSet::new(),
+            Err(error) => match *error.kind {
+                ErrorKind::InsertMany(ref failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .all(|e| e.code == DUPLICATE_KEY) =>
+                {
+                    failure.write_errors.iter().flatten().map(|e| e.index).collect()
+                }
+                _ => return Err(anyhow::Error::new(error).context("cannot insert learning paths")),
+            },
+        };
+        for (n, (pair, path)) in chunk.iter().enumerate() {
+            if existing.contains(&n) {
+                upserts.push((pair, path.as_slice()));
+            } else {
+                inserted.push(*pair);
+            }
+        }
+    }
+    let upserts: Vec<_> = upserts
+        .into_iter()
+        .map(|((project, user, course), path)| upsert(&paths, project, user, course, path, now))
         .collect();
-    stream::iter(writes)
+    stream::iter(upserts)
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    Ok(())
+    Ok(inserted)
 }
 
 async fn upsert(
@@ -173,8 +300,8 @@ async fn upsert(
     user: &str,
     course: &str,
     path: &[Document],
+    now: bson::DateTime,
 ) -> anyhow::Result<()> {
-    let now = bson::DateTime::from_millis(Utc::now().timestamp_millis());
     paths
         .update_one(
             doc! {"_id": learning_path_id(project, user, course)},

@@ -20,7 +20,7 @@ use mongodb::{
 use crate::error::is_document_rejection;
 
 /// MongoDB's duplicate key error code.
-const DUPLICATE_KEY: i32 = 11_000;
+pub(crate) const DUPLICATE_KEY: i32 = 11_000;
 
 #[derive(Clone)]
 pub struct EventStore {

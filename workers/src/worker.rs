@@ -44,7 +44,7 @@ use common::{
     stream::{ensure_dead_letter_stream, ensure_events_stream, Subjects},
     telemetry::PrometheusHandle,
 };
-use futures::StreamExt as _;
+use futures::{stream, StreamExt as _};
 use mongodb::bson::Document;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
@@ -102,24 +102,42 @@ struct RolledUp {
 #[derive(Debug)]
 struct ShuttingDown;
 
-/// Messages in the pipeline, kept alive with in-progress acknowledgements.
+/// Messages in the pipeline, kept alive with in-progress acknowledgements, and since when the
+/// pipeline has been empty (the learning-path flusher writes as soon as the stream goes quiet).
 #[derive(Clone, Default)]
-struct InFlight(Arc<Mutex<HashMap<u64, jetstream::Message>>>);
+struct InFlight(Arc<Mutex<Pipeline>>);
+
+#[derive(Default)]
+struct Pipeline {
+    messages: HashMap<u64, jetstream::Message>,
+    /// Set when the last message left; None while any is in the pipeline (or none ever came).
+    empty_since: Option<Instant>,
+}
 
 impl InFlight {
     fn add(&self, sequence: u64, message: &jetstream::Message) {
-        self.lock().insert(sequence, message.clone());
+        let mut pipeline = self.lock();
+        pipeline.messages.insert(sequence, message.clone());
+        pipeline.empty_since = None;
     }
 
     fn remove(&self, sequence: u64) {
-        self.lock().remove(&sequence);
+        let mut pipeline = self.lock();
+        if pipeline.messages.remove(&sequence).is_some() && pipeline.messages.is_empty() {
+            pipeline.empty_since = Some(Instant::now());
+        }
     }
 
     fn snapshot(&self) -> Vec<jetstream::Message> {
-        self.lock().values().cloned().collect()
+        self.lock().messages.values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, jetstream::Message>> {
+    /// How long the pipeline has been empty, if it is.
+    fn quiet_for(&self) -> Option<Duration> {
+        self.lock().empty_since.map(|since| since.elapsed())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pipeline> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -260,13 +278,19 @@ impl Worker {
                 config.event_log_retention,
                 background.clone(),
             )),
-            tokio::spawn(paths::run(
-                self.inner.pool.clone(),
-                self.inner.mongo.clone(),
-                config.paths_flush_interval,
-                config.paths_flush_max,
-                background.clone(),
-            )),
+            tokio::spawn({
+                let in_flight = self.inner.in_flight.clone();
+                paths::run(
+                    self.inner.pool.clone(),
+                    self.inner.mongo.clone(),
+                    paths::Schedule {
+                        interval: config.paths_flush_interval,
+                        max: config.paths_flush_max,
+                        quiet: move || in_flight.quiet_for(),
+                    },
+                    background.clone(),
+                )
+            }),
         ];
         let (deliveries, receive_deliveries) = mpsc::channel(config.fetch_messages.max(1) * 2);
         let (rolled_up, receive_rolled_up) = mpsc::channel(config.pipeline_depth.max(1));
@@ -371,7 +395,11 @@ impl Worker {
                 .await;
             return None;
         }
-        let (events, undecodable) = match decode(&message.payload) {
+        let decoding = Instant::now();
+        let decoded = decode(&message.payload);
+        metrics::histogram!("workers_stage_duration_seconds", "stage" => "decode")
+            .record(decoding.elapsed().as_secs_f64());
+        let (events, undecodable) = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {
                 let detail = format!("not a JSON array of events: {error}");
@@ -460,6 +488,7 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<RolledUp, (Batch, ShuttingDown)> {
         metrics::histogram!("workers_batch_events_size").record(batch.events as f64);
+        let preparing = Instant::now();
         let Prepared {
             batch,
             units,
@@ -467,6 +496,8 @@ impl Worker {
             mut documents,
             mut poisoned,
         } = prepare(batch).await;
+        metrics::histogram!("workers_stage_duration_seconds", "stage" => "prepare")
+            .record(preparing.elapsed().as_secs_f64());
         let (claims, isolated) = match self.roll_up_isolating(&batch, &copies, units, shutdown).await {
             Ok(done) => done,
             Err(ShuttingDown) => return Err((batch, ShuttingDown)),
@@ -615,19 +646,32 @@ impl Worker {
         Ok(claims)
     }
 
-    /// Stores each rolled-up batch and acknowledges its messages.
-    async fn store_loop(self, mut rolled_up: mpsc::Receiver<RolledUp>, shutdown: CancellationToken) {
-        while let Some(done) = rolled_up.recv().await {
-            let started = Instant::now();
-            match self.store(done, &shutdown).await {
-                Ok(batch) => {
-                    metrics::histogram!("workers_stage_duration_seconds", "stage" => "store")
-                        .record(started.elapsed().as_secs_f64());
-                    self.acknowledge(batch).await;
+    /// Stores each rolled-up batch and acknowledges its messages, up to `pipeline_depth` batches
+    /// at once: the MongoDB server takes concurrent bulk inserts far faster than one at a time,
+    /// and the order in which batches are acknowledged does not matter (ledger.rs).
+    async fn store_loop(self, rolled_up: mpsc::Receiver<RolledUp>, shutdown: CancellationToken) {
+        let batches = stream::unfold(
+            rolled_up,
+            |mut rx| async move { rx.recv().await.map(|done| (done, rx)) },
+        );
+        batches
+            .map(|done| {
+                let (worker, shutdown) = (self.clone(), shutdown.clone());
+                async move {
+                    let started = Instant::now();
+                    match worker.store(done, &shutdown).await {
+                        Ok(batch) => {
+                            metrics::histogram!("workers_stage_duration_seconds", "stage" => "store")
+                                .record(started.elapsed().as_secs_f64());
+                            worker.acknowledge(batch).await;
+                        }
+                        Err((batch, ShuttingDown)) => worker.give_back(batch).await,
+                    }
                 }
-                Err((batch, ShuttingDown)) => self.give_back(batch).await,
-            }
-        }
+            })
+            .buffer_unordered(self.inner.config.pipeline_depth.max(1))
+            .for_each(|()| async {})
+            .await;
     }
 
     /// Inserts the batch's documents, retrying transient failures; a document MongoDB refuses is

@@ -55,6 +55,12 @@ enum Phase {
         /// The peer's MongoDB database, dropped before each of its runs.
         #[arg(long, default_value = "peer")]
         peer_db: String,
+        /// Worker process counts to drain with.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        /// The ceiling and the drains only (no resends, no lag): for quick comparisons.
+        #[arg(long)]
+        drains_only: bool,
     },
     Ingest {
         #[command(flatten)]
@@ -99,7 +105,9 @@ async fn main() -> anyhow::Result<()> {
             size,
             peer,
             peer_db,
-        } => store(&label, size, peer.as_deref(), &peer_db).await,
+            workers,
+            drains_only,
+        } => store(&label, size, peer.as_deref(), &peer_db, &workers, drains_only).await,
         Phase::Ingest { size } => ingest(size).await,
         Phase::Api { size, also } => {
             api(size).await?;
@@ -266,7 +274,14 @@ fn server_cpu() -> BTreeMap<&'static str, f64> {
 // ---------------------------------------------------------------------------------------------
 // Phase `store`.
 
-async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> anyhow::Result<()> {
+async fn store(
+    label: &str,
+    size: Size,
+    peer: Option<&str>,
+    peer_db: &str,
+    workers: &[usize],
+    drains_only: bool,
+) -> anyhow::Result<()> {
     let raw = raw_events(size.learners);
     let events = normalised(&raw)?;
     let n = events.len();
@@ -302,7 +317,8 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
     println!("| workers | stored and counted events/s | vs ceiling | workers' CPU µs/event | MongoDB server process CPU µs/event | PostgreSQL CPU µs/event (rollups; and FerretDB's storage on its PostgreSQL backend) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut one_worker = f64::NAN;
-    for count in [1usize, 2, 4] {
+    let mut one_worker_stages = BTreeMap::new();
+    for &count in workers {
         let mut runs = Vec::new();
         for _ in 0..size.runs {
             runs.push(drain(&events, count).await?);
@@ -311,6 +327,7 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
         let r = pick(|d| d.rate);
         if count == 1 {
             one_worker = r;
+            one_worker_stages = runs[runs.len() / 2].stages.clone();
         }
         println!(
             "| {count} | {} | {:.2}x | {:.0} | {:.0} | {:.0} |",
@@ -320,6 +337,19 @@ async fn store(label: &str, size: Size, peer: Option<&str>, peer_db: &str) -> an
             pick(|d| d.store_cpu_us),
             pick(|d| d.postgres_cpu_us),
         );
+    }
+    if !one_worker_stages.is_empty() {
+        let stages: Vec<String> = one_worker_stages
+            .iter()
+            .map(|(stage, busy)| format!("{stage} {busy:.2}"))
+            .collect();
+        println!(
+            "\nWhere one worker's time went (its own `workers_stage_duration_seconds`, busy seconds per second of the drain; decode runs beside the pipeline, prepare is part of rollup): {}.",
+            stages.join(", ")
+        );
+    }
+    if drains_only {
+        return Ok(());
     }
     // The same with 3% of the events sent again by their clients inside later messages: the
     // duplicates are claimed as resends, neither counted nor stored again.
@@ -418,6 +448,8 @@ async fn bare_insert(documents: &[Document], per_call: usize, clients: usize) ->
 }
 
 struct Drained {
+    /// Busy seconds per second of the drain, by stage (the workers' own timings).
+    stages: BTreeMap<String, f64>,
     rate: f64,
     worker_cpu_us: f64,
     store_cpu_us: f64,
@@ -495,6 +527,27 @@ async fn wait_drained(js: &jetstream::Context, env: &TestEnv, deadline: Duration
     }
 }
 
+/// Waits until no learning path is left marked for rewriting (workers/src/paths.rs).
+async fn wait_paths_written(env: &TestEnv, deadline: Duration) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(&env.database_url).await?;
+    let until = Instant::now() + deadline;
+    loop {
+        let marked: i64 = sqlx::query_scalar("select count(*) from learning_path_dirty")
+            .fetch_one(&pool)
+            .await?;
+        if marked == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < until,
+            "{marked} learning paths still unwritten after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+    Ok(())
+}
+
 /// Events counted in the rollups (the sum of the daily event counts).
 async fn counted(env: &TestEnv) -> anyhow::Result<i64> {
     let pool = sqlx::PgPool::connect(&env.database_url).await?;
@@ -542,15 +595,35 @@ async fn drain(events: &[Event], count: usize) -> anyhow::Result<Drained> {
 async fn drain_expecting(events: &[Event], distinct: usize, count: usize) -> anyhow::Result<Drained> {
     let env = bench_env().await;
     let js = jetstream_of(&env).await?;
-    publish(&js, &env, events, 100, "drain").await?;
-    let servers_before = server_cpu();
-    let started = Instant::now();
-    let processes: Vec<Service> = (0..count)
-        .map(|_| Service::start("workers", &worker_env(&env, free_addr())))
+    // The workers start on an empty stream and the clock starts once every one is ready
+    // (connected, migrated, indexed): a sustained rate, not a process start. The whole workload
+    // is then published at once (raw JetStream takes it far faster than it is stored), and the
+    // clock stops when every message is acknowledged and every learning path the events touched
+    // is written, so the projection's cost is inside the window measured.
+    let admins: Vec<SocketAddr> = (0..count).map(|_| free_addr()).collect();
+    let processes: Vec<Service> = admins
+        .iter()
+        .map(|admin| Service::start("workers", &worker_env(&env, *admin)))
         .collect();
+    for admin in &admins {
+        wait_http(&format!("http://{admin}/readyz")).await?;
+    }
+    let servers_before = server_cpu();
+    let workers_before: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum();
+    let started = Instant::now();
+    publish(&js, &env, events, 100, "drain").await?;
     wait_drained(&js, &env, Duration::from_secs(1_800)).await?;
+    wait_paths_written(&env, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let worker_cpu: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum();
+    // Where the workers' time went: busy seconds per stage, summed over the processes.
+    let mut stages: BTreeMap<String, f64> = BTreeMap::new();
+    for admin in &admins {
+        let text = reqwest::get(format!("http://{admin}/metrics")).await?.text().await?;
+        for (stage, seconds) in stage_seconds(&text) {
+            *stages.entry(stage).or_default() += seconds;
+        }
+    }
+    let worker_cpu: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum::<f64>() - workers_before;
     let servers_after = server_cpu();
     for process in processes {
         process.stop();
@@ -562,6 +635,7 @@ async fn drain_expecting(events: &[Event], distinct: usize, count: usize) -> any
     let per_event = |s: f64| s * 1e6 / distinct as f64;
     let server = |name| per_event(servers_after[name] - servers_before[name]);
     let drained = Drained {
+        stages: stages.into_iter().map(|(k, v)| (k, v / elapsed)).collect(),
         rate: distinct as f64 / elapsed,
         worker_cpu_us: per_event(worker_cpu),
         store_cpu_us: server("MongoDB server"),
@@ -624,6 +698,18 @@ async fn paced_lag(events: &[Event], offered: f64, duration: Duration) -> anyhow
         p99: bucket_quantile(&buckets, 0.99),
         caught_up,
     })
+}
+
+/// The `_sum` of `workers_stage_duration_seconds` by stage.
+fn stage_seconds(text: &str) -> Vec<(String, f64)> {
+    let prefix = "workers_stage_duration_seconds_sum{stage=\"";
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| {
+            let (stage, rest) = l.split_once('"')?;
+            Some((stage.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The cumulative buckets (upper bound, count) of a Prometheus histogram.
