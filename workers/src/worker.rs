@@ -45,7 +45,7 @@ use common::{
     telemetry::PrometheusHandle,
 };
 use futures::{stream, StreamExt as _};
-use mongodb::bson::Document;
+use mongodb::bson::RawDocumentBuf;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ struct Unit {
 struct RolledUp {
     batch: Batch,
     /// The events this batch stores, with their documents.
-    documents: Vec<(Unit, Document)>,
+    documents: Vec<(Unit, RawDocumentBuf)>,
 }
 
 /// Why a retry loop stopped without success.
@@ -678,7 +678,7 @@ impl Worker {
     /// dead-lettered (its event is already counted: loudly).
     async fn store(&self, done: RolledUp, shutdown: &CancellationToken) -> Result<Batch, (Batch, ShuttingDown)> {
         let RolledUp { batch, documents } = done;
-        let (units, documents): (Vec<Unit>, Vec<Document>) = documents.into_iter().unzip();
+        let (units, documents): (Vec<Unit>, Vec<RawDocumentBuf>) = documents.into_iter().unzip();
         let config = &self.inner.config;
         let outcome = self
             .retrying(shutdown, "store", || async {
@@ -872,7 +872,7 @@ struct Prepared {
     /// The later copies of an event carried by other messages (ledger::group_copies), by its
     /// first copy; only events with such copies are present.
     copies: HashMap<Unit, Vec<Unit>>,
-    documents: HashMap<Unit, Document>,
+    documents: HashMap<Unit, RawDocumentBuf>,
     poisoned: Vec<(Unit, String)>,
 }
 
@@ -903,7 +903,7 @@ async fn prepare(batch: Batch) -> Prepared {
         };
         for group in ledger::group_copies(&ids, &owners) {
             let unit = all[group.first];
-            match store::to_document(batch.event(unit)) {
+            match store::to_raw_document(batch.event(unit)) {
                 Ok(document) => {
                     prepared.units.push(unit);
                     prepared.documents.insert(unit, document);
@@ -918,7 +918,7 @@ async fn prepare(batch: Batch) -> Prepared {
             }
             let mut copies = Vec::new();
             for other in group.others.into_iter().map(|i| all[i]) {
-                if let Ok(document) = store::to_document(batch.event(other)) {
+                if let Ok(document) = store::to_raw_document(batch.event(other)) {
                     prepared.documents.insert(other, document);
                     copies.push(other);
                 }

@@ -14,7 +14,7 @@ use bench::Workload;
 use clap::Parser;
 use common::{event::Event, stream::Subjects, testing::TestEnv};
 use futures::{stream, StreamExt as _};
-use mongodb::bson::Document;
+use mongodb::bson::RawDocumentBuf;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,10 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let baseline = {
         let env = TestEnv::new().await;
         let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await?;
-        let collection = mongo.database(&env.mongo_db).collection::<Document>("baseline");
-        let documents: Vec<Document> = events
+        let collection = mongo.database(&env.mongo_db).collection::<RawDocumentBuf>("baseline");
+        let documents: Vec<RawDocumentBuf> = events
             .iter()
-            .map(workers::store::to_document)
+            .map(workers::store::to_raw_document)
             .collect::<anyhow::Result<_>>()?;
         let started = Instant::now();
         for chunk in documents.chunks(args.per_message) {
