@@ -39,14 +39,14 @@ pub struct Config {
     /// `max_ack_pending` of the durable consumer): bounds the work in flight.
     #[arg(long = "max-ack-pending", env = "WORKERS_MAX_ACK_PENDING", default_value_t = 2_048)]
     pub max_ack_pending: i64,
-    /// Batches rolled up and waiting for (or in) their MongoDB insert, at most: how far the
-    /// PostgreSQL stage may run ahead of the MongoDB stage.
+    /// Batches rolled up and waiting for their MongoDB insert, at most (how far the PostgreSQL
+    /// stage may run ahead of the MongoDB stage), and batches being stored at once.
     #[arg(long = "pipeline-depth", env = "WORKERS_PIPELINE_DEPTH", default_value_t = 2)]
     pub pipeline_depth: usize,
     /// Documents per MongoDB `insert_many` call.
     #[arg(long = "insert-chunk", env = "WORKERS_INSERT_CHUNK", default_value_t = 1_000)]
     pub insert_chunk: usize,
-    /// MongoDB `insert_many` calls in flight at once, per worker process.
+    /// MongoDB `insert_many` calls in flight at once for one batch being stored.
     #[arg(long = "insert-concurrency", env = "WORKERS_INSERT_CONCURRENCY", default_value_t = 2)]
     pub insert_concurrency: usize,
     /// How long JetStream waits for an acknowledgement before redelivering a message (messages

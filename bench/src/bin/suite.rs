@@ -892,8 +892,8 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
     noop.kill().ok();
     noop.wait().ok();
 
-    println!("| per request | clients | ingest events/s | p50 | p99 | vs raw JetStream ({} ev/s) | vs no-op hyper | errors |", rate(js_rate));
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| per request | clients | ingest events/s | p50 | p99 | vs raw JetStream ({} ev/s) | vs no-op hyper | errors | ingest CPU µs/event | NATS CPU µs/event |", rate(js_rate));
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut peak_rss = 0.0f64;
     for per_request in [1usize, 10, 100, 500] {
         let clients = match per_request {
@@ -901,7 +901,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
             10 => 64,
             _ => 32,
         };
-        let mut runs = Vec::new();
+        let (mut runs, mut cpus) = (Vec::new(), Vec::new());
         for _ in 0..size.runs {
             let env = bench_env().await;
             jetstream_of(&env).await?;
@@ -910,6 +910,7 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
             wait_http(&format!("http://{admin}/readyz")).await?;
             let payloads = Arc::new(bodies(&raw, per_request, (20_000 / per_request).max(50)));
             let url = format!("http://{addr}/v1/batch");
+            let (ingest_before, nats_before) = (cpu_seconds(service.pid()), group_cpu("nats-server"));
             let l = bench::load::run(clients, size.seconds, move |http, n| {
                 http.post(&url)
                     .header("content-type", "application/json")
@@ -917,6 +918,11 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
                     .body(payloads[n % payloads.len()].clone())
             })
             .await;
+            let events = l.per_second * size.seconds * per_request as f64;
+            cpus.push((
+                (cpu_seconds(service.pid()) - ingest_before) * 1e6 / events,
+                (group_cpu("nats-server") - nats_before) * 1e6 / events,
+            ));
             peak_rss = peak_rss.max(peak_rss_mb(service.pid()));
             service.stop();
             env.cleanup().await;
@@ -929,8 +935,10 @@ async fn ingest(size: Size) -> anyhow::Result<()> {
         let vs_noop = noop_rates
             .get(&per_request)
             .map_or_else(|| "".to_owned(), |r| format!("{:.2}x", events / r));
+        let ingest_cpu = median(cpus.iter().map(|c| c.0).collect());
+        let nats_cpu = median(cpus.iter().map(|c| c.1).collect());
         println!(
-            "| {per_request} | {clients} | {} | {p50:.1} ms | {p99:.1} ms | {:.2}x | {vs_noop} | {errors} |",
+            "| {per_request} | {clients} | {} | {p50:.1} ms | {p99:.1} ms | {:.2}x | {vs_noop} | {errors} | {ingest_cpu:.1} | {nats_cpu:.1} |",
             rate(events),
             events / js_rate
         );
