@@ -254,14 +254,14 @@ pub struct Service {
 
 impl Service {
     /// Starts `name` with exactly `env` (plus `PATH`); warnings and errors go to the test's stderr.
-    pub fn start(name: &str, env: &[(&str, String)]) -> Self {
+    pub fn start<K: AsRef<str>>(name: &str, env: &[(K, String)]) -> Self {
         let mut command = std::process::Command::new(workspace_binary(name));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn");
         for (key, value) in env {
-            command.env(key, value);
+            command.env(key.as_ref(), value);
         }
         let child = command
             .stdout(std::process::Stdio::null())
