@@ -63,6 +63,9 @@ use crate::{
     store::{self, EventStore},
 };
 
+/// How long a stopping worker goes on writing marked learning paths.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
 /// One JetStream message and the events it carries.
 pub struct Delivery {
     message: jetstream::Message,
@@ -306,11 +309,18 @@ impl Worker {
         // The periodic flush may be part-way through marks read before the last commit: let it
         // finish, then flush until nothing this worker marked is left, so a clean stop leaves no
         // learning path out of date (0 also means another worker holds the lock and will do it).
+        // Bounded: marks left after SHUTDOWN_FLUSH stay in PostgreSQL for the next worker's
+        // flush, so a slow MongoDB server cannot hold a stop for long.
         background.cancel();
         for task in tasks {
             task.await.ok();
         }
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
+            if Instant::now() >= deadline {
+                tracing::warn!("learning paths still marked at shutdown; the next worker's flush writes them");
+                break;
+            }
             match paths::flush(&self.inner.pool, &self.inner.mongo, config.paths_flush_max).await {
                 Ok(rewritten) if rewritten > 0 => continue,
                 Ok(_) => break,

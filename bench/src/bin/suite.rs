@@ -717,6 +717,7 @@ async fn paced_lag(events: &[Event], offered: f64, duration: Duration) -> anyhow
     tokio::time::sleep(Duration::from_secs(2)).await;
     let caught_up = pending(&js, &env).await == Some(0);
     wait_drained(&js, &env, Duration::from_secs(600)).await?;
+    wait_paths_written(&env, Duration::from_secs(600)).await?;
     let metrics = reqwest::get(format!("http://{admin}/metrics")).await?.text().await?;
     worker.stop();
     env.cleanup().await;
