@@ -9,6 +9,13 @@
 //! advisory lock): two of them could otherwise write an older snapshot over a newer one. A mark
 //! is deleted only if its version is still the one read, so a pair marked again meanwhile is
 //! rewritten at the next flush; a crash between the upsert and the delete only rewrites it again.
+//!
+//! A pair's first document is inserted with the other new ones in one bulk `insert_many` (an
+//! upsert costs the MongoDB server a lookup and a write per document) and recorded in
+//! `learning_paths_written` (migrations/0007); recorded pairs are upserted. A document that
+//! exists unrecorded (a crash between the insert and the record, an earlier version's document)
+//! meets a duplicate key on insert and is upserted instead. The flusher runs every interval while
+//! events keep coming, and 200 ms after the worker's pipeline empties (workers/tests/paths.rs).
 
 use std::{
     collections::{BTreeMap, HashSet},
