@@ -56,6 +56,8 @@ async fn main() -> anyhow::Result<()> {
         let command = Command::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         return run_command(command).await;
     }
+    // First: a SIGTERM from here on is a clean stop, even while still connecting.
+    let shutdown = common::shutdown::shutdown_token();
     let config = api::Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
@@ -66,7 +68,6 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
-    let shutdown = common::shutdown::shutdown_token();
     let app = api::App::build(config).await?;
     tokio::spawn(common::admin::serve(
         admin_listener,

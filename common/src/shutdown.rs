@@ -6,39 +6,56 @@ use tokio_util::sync::CancellationToken;
 
 /// Resolves when the process receives SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT; relying on SIGTERM");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; relying on SIGINT");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
-    }
+    listen().await;
 }
 
-/// A token cancelled by [`shutdown_signal`], for code that fans shutdown out to many tasks.
+/// A token cancelled by SIGINT or SIGTERM, for code that fans shutdown out to many tasks. The
+/// handlers are installed before this returns, so call it first thing in `main`: a signal that
+/// arrives while the service is still connecting then stops it cleanly instead of killing it
+/// (a supervisor, or a test, may stop a process that started a moment ago).
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let child = token.clone();
+    let signalled = listen();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         child.cancel();
     });
     token
+}
+
+/// Installs the handlers now and returns what resolves on the first signal.
+#[cfg(unix)]
+fn listen() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let wait = |stream: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match stream {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, signal = name, "cannot listen for this signal; relying on the other");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = wait(interrupt, "SIGINT") => tracing::info!(signal = "SIGINT", "shutting down"),
+            () = wait(terminate, "SIGTERM") => tracing::info!(signal = "SIGTERM", "shutting down"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn listen() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(signal = "SIGINT", "shutting down");
+    }
 }

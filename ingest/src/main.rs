@@ -5,6 +5,8 @@ use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First: a SIGTERM from here on is a clean stop, even while still connecting.
+    let shutdown = common::shutdown::shutdown_token();
     let config = ingest::Config::parse();
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
@@ -15,7 +17,6 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
-    let shutdown = common::shutdown::shutdown_token();
     let app = ingest::App::build(config).await?;
     tokio::spawn(common::admin::serve(
         admin_listener,

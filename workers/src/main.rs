@@ -13,6 +13,8 @@ async fn main() -> anyhow::Result<()> {
         Some("dlq") => return dlq(workers::DlqConfig::parse_from(std::env::args().skip(1))).await,
         _ => {}
     }
+    // First: a SIGTERM from here on is a clean stop, even while still connecting.
+    let shutdown = common::shutdown::shutdown_token();
     let config = workers::Config::parse();
     common::telemetry::init_tracing();
     let metrics = common::telemetry::install_metrics_recorder()?;
@@ -20,7 +22,6 @@ async fn main() -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
-    let shutdown = common::shutdown::shutdown_token();
     let worker = workers::Worker::build(config).await?;
     tokio::spawn(common::admin::serve(
         admin_listener,
