@@ -192,13 +192,8 @@ impl EventStore {
     }
 }
 
-/// The stored document: the event's fields under the seeds' names, times as BSON dates.
-pub fn to_document(event: &Event) -> anyhow::Result<Document> {
-    Ok(to_raw_document(event)?.to_document()?)
-}
-
-/// [`to_document`] as the bytes the driver sends, written field by field without building a
-/// [`Document`] tree first (the workers' hot path: about a third of their CPU went to building
+/// The stored document: the event's fields under the seeds' names, times as BSON dates, as the
+/// bytes the driver sends, written field by field without building a [`Document`] tree first (the workers' hot path: about a third of their CPU went to building
 /// and serialising trees and to the allocator behind them).
 pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
     let date = |t: chrono::DateTime<chrono::Utc>| bson::DateTime::from_millis(t.timestamp_millis());
