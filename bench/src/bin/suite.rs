@@ -316,15 +316,23 @@ async fn store(
         .map(workers::store::to_raw_document)
         .collect::<anyhow::Result<_>>()?;
     let mut ceilings = BTreeMap::new();
-    println!("| bare `insert_many` (the ceiling) | docs/s |\n| --- | --- |");
+    println!("| bare `insert_many` (the ceiling) | docs/s | MongoDB server process CPU µs/doc | PostgreSQL CPU µs/doc |\n| --- | --- | --- | --- |");
     for (per_call, clients) in [(100usize, 1usize), (100, 4), (1_000, 1), (1_000, 4)] {
-        let mut rates = Vec::new();
+        let (mut rates, mut store_cpu, mut postgres_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..size.runs {
-            rates.push(bare_insert(&documents, per_call, clients).await?);
+            let bare = bare_insert(&documents, per_call, clients).await?;
+            rates.push(bare.rate);
+            store_cpu.push(bare.store_cpu_us);
+            postgres_cpu.push(bare.postgres_cpu_us);
         }
         let r = median(rates);
         ceilings.insert((per_call, clients), r);
-        println!("| {per_call} per call, {clients} client(s) | {} |", rate(r));
+        println!(
+            "| {per_call} per call, {clients} client(s) | {} | {:.0} | {:.0} |",
+            rate(r),
+            median(store_cpu),
+            median(postgres_cpu)
+        );
     }
     let ceiling = ceilings.values().copied().fold(0.0, f64::max);
     println!("\nThe ceiling below is the best of these: {} docs/s.\n", rate(ceiling));
@@ -442,7 +450,14 @@ async fn store(
     Ok(())
 }
 
-async fn bare_insert(documents: &[RawDocumentBuf], per_call: usize, clients: usize) -> anyhow::Result<f64> {
+/// A bare insert's rate and what it cost the servers per document.
+struct Bare {
+    rate: f64,
+    store_cpu_us: f64,
+    postgres_cpu_us: f64,
+}
+
+async fn bare_insert(documents: &[RawDocumentBuf], per_call: usize, clients: usize) -> anyhow::Result<Bare> {
     let env = bench_env().await;
     let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await?;
     let db = mongo.database(&env.mongo_db);
@@ -450,6 +465,7 @@ async fn bare_insert(documents: &[RawDocumentBuf], per_call: usize, clients: usi
     store.create_indexes().await?;
     let collection = db.collection::<RawDocumentBuf>("events");
     let share = documents.len().div_ceil(clients);
+    let servers_before = server_cpu();
     let started = Instant::now();
     let tasks: Vec<_> = documents
         .chunks(share)
@@ -466,10 +482,13 @@ async fn bare_insert(documents: &[RawDocumentBuf], per_call: usize, clients: usi
     for task in tasks {
         task.await??;
     }
-    let r = documents.len() as f64 / started.elapsed().as_secs_f64();
+    let rate = documents.len() as f64 / started.elapsed().as_secs_f64();
+    let servers_after = server_cpu();
+    let per_doc = |server: &str| (servers_after[server] - servers_before[server]) * 1e6 / documents.len() as f64;
+    let bare = Bare { rate, store_cpu_us: per_doc("MongoDB server"), postgres_cpu_us: per_doc("PostgreSQL") };
     db.drop().await.ok();
     env.cleanup().await;
-    Ok(r)
+    Ok(bare)
 }
 
 struct Drained {
