@@ -485,7 +485,11 @@ async fn bare_insert(documents: &[RawDocumentBuf], per_call: usize, clients: usi
     let rate = documents.len() as f64 / started.elapsed().as_secs_f64();
     let servers_after = server_cpu();
     let per_doc = |server: &str| (servers_after[server] - servers_before[server]) * 1e6 / documents.len() as f64;
-    let bare = Bare { rate, store_cpu_us: per_doc("MongoDB server"), postgres_cpu_us: per_doc("PostgreSQL") };
+    let bare = Bare {
+        rate,
+        store_cpu_us: per_doc("MongoDB server"),
+        postgres_cpu_us: per_doc("PostgreSQL"),
+    };
     db.drop().await.ok();
     env.cleanup().await;
     Ok(bare)
