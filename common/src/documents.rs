@@ -50,6 +50,8 @@ pub mod field {
     pub const USER_ID: &str = "user_id";
     pub const ANONYMOUS_ID: &str = "anonymous_id";
     pub const SESSION_ID: &str = "session_id";
+    pub const GROUP_ID: &str = "group_id";
+    pub const PREVIOUS_ID: &str = "previous_id";
     pub const TS: &str = "ts";
     pub const DAY: &str = "day";
     pub const TIMESTAMP: &str = "timestamp";

@@ -15,6 +15,10 @@ pub enum EventType {
     Page,
     Screen,
     Identify,
+    /// Segment's `group`: the user belongs to `group_id` (a class, cohort or organisation).
+    Group,
+    /// Segment's `alias`: `previous_id` and `user_id` are one person.
+    Alias,
 }
 
 impl EventType {
@@ -25,7 +29,22 @@ impl EventType {
             EventType::Page => "page",
             EventType::Screen => "screen",
             EventType::Identify => "identify",
+            EventType::Group => "group",
+            EventType::Alias => "alias",
         }
+    }
+
+    /// The type of a wire or stored name, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "track" => EventType::Track,
+            "page" => EventType::Page,
+            "screen" => EventType::Screen,
+            "identify" => EventType::Identify,
+            "group" => EventType::Group,
+            "alias" => EventType::Alias,
+            _ => return None,
+        })
     }
 }
 
@@ -50,6 +69,12 @@ pub struct Event {
     pub anonymous_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The group a `group` call puts the user in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// The id an `alias` call links to `user_id` (usually the anonymous id used before sign-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
     /// When the event happened, corrected for client clock skew: what metrics bucket by.
     pub ts: DateTime<Utc>,
     /// UTC date of `ts`, precomputed for bucketing.

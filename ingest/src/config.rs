@@ -158,6 +158,11 @@ pub struct Limits {
     /// Longest a client may take to send its request headers and body (408 beyond).
     #[arg(long = "request-timeout", env = "INGEST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Earliest accepted event time (UTC day, after clock-skew correction); earlier events are
+    /// rejected one by one with the reason (a client clock at 0000-01-01 or 1970 is a bug, not
+    /// history). Backfills of older data lower it.
+    #[arg(long = "time-floor", env = "INGEST_TIME_FLOOR", default_value = "2000-01-01")]
+    pub time_floor: chrono::NaiveDate,
 }
 
 impl Default for Limits {
@@ -171,6 +176,7 @@ impl Default for Limits {
             max_property_depth: 16,
             max_in_flight_events: 200_000,
             request_timeout: Duration::from_secs(10),
+            time_floor: chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date"),
         }
     }
 }

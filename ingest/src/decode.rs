@@ -220,9 +220,6 @@ const KEY_PROPERTIES: [&str; 6] = [
     "badge_id",
     "instructor_id",
 ];
-/// The earliest event time accepted (after clock-skew correction): the Unix epoch. Earlier
-/// times are client bugs (`0000-01-01`) that no store or dashboard handles meaningfully.
-const TIME_FLOOR: DateTime<Utc> = DateTime::UNIX_EPOCH;
 /// How far in the future an event time may be before it is clamped to the receive time.
 const MAX_FUTURE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 
@@ -242,17 +239,9 @@ fn normalise(
         (Endpoint::Single(kind), Some(_)) => {
             return Err(format!("`type` must be \"{}\" on this endpoint", kind.as_str()))
         }
-        (Endpoint::Batch, Some(Value::String(t))) => match t.as_str() {
-            "track" => EventType::Track,
-            "page" => EventType::Page,
-            "screen" => EventType::Screen,
-            "identify" => EventType::Identify,
-            other => {
-                return Err(format!(
-                    "`type` \"{other}\" is not supported; use track, page, screen or identify"
-                ))
-            }
-        },
+        (Endpoint::Batch, Some(Value::String(t))) => EventType::parse(t).ok_or_else(|| {
+            format!("`type` \"{t}\" is not supported; use track, page, screen, identify, group or alias")
+        })?,
         (Endpoint::Batch, Some(_)) => return Err("`type` must be a string".into()),
         (Endpoint::Batch, None) => return Err("`type` is required in a batch".into()),
     };
@@ -261,13 +250,28 @@ fn normalise(
     if user_id.is_none() && anonymous_id.is_none() {
         return Err("one of `userId` and `anonymousId` is required".into());
     }
+    let group_id = match kind {
+        EventType::Group => {
+            Some(identifier(raw.get("groupId"), "groupId")?.ok_or("`groupId` is required for group calls")?)
+        }
+        _ => None,
+    };
+    let previous_id = match kind {
+        EventType::Alias => {
+            if user_id.is_none() {
+                return Err("`userId` (the id being linked to) is required for alias calls".into());
+            }
+            Some(identifier(raw.get("previousId"), "previousId")?.ok_or("`previousId` is required for alias calls")?)
+        }
+        _ => None,
+    };
     let (message_id, message_id_assigned) = match identifier(raw.get("messageId"), "messageId")? {
         Some(id) => (id, false),
         None => (uuid::Uuid::now_v7().to_string(), true),
     };
     let mut properties = object(raw.remove("properties"), "properties", norm.limits.max_property_depth)?;
     let mut context = object(raw.remove("context"), "context", norm.limits.max_property_depth)?;
-    let traits = object(raw.remove("traits"), "traits", norm.limits.max_property_depth)?;
+    let mut traits = object(raw.remove("traits"), "traits", norm.limits.max_property_depth)?;
     if let Some(batch_context) = batch_context {
         for (key, value) in batch_context {
             context.entry(key.clone()).or_insert_with(|| value.clone());
@@ -302,8 +306,10 @@ fn normalise(
                     properties.insert("page".into(), page);
                 }
             }
-            if let Some(Value::String(name)) = raw.get("name") {
-                properties.entry("name").or_insert_with(|| Value::String(name.clone()));
+            for field in ["name", "category"] {
+                if let Some(Value::String(value)) = raw.get(field) {
+                    properties.entry(field).or_insert_with(|| Value::String(value.clone()));
+                }
             }
             if kind == EventType::Page {
                 "page_view"
@@ -312,7 +318,18 @@ fn normalise(
             }
             .to_owned()
         }
-        EventType::Identify => "identify".to_owned(),
+        EventType::Identify => {
+            // Some SDKs (rudder-sdk-python) send identify traits only under `context.traits`;
+            // traits sent at the top level win over them.
+            if let Some(Value::Object(context_traits)) = context.get("traits") {
+                for (key, value) in context_traits {
+                    traits.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+            "identify".to_owned()
+        }
+        EventType::Group => "group".to_owned(),
+        EventType::Alias => "alias".to_owned(),
     };
     let session_id = identifier(
         raw.get("sessionId").or_else(|| properties.get("session_id")),
@@ -338,10 +355,11 @@ fn normalise(
     if ts > received_at + MAX_FUTURE {
         ts = received_at;
     }
-    if ts < TIME_FLOOR {
+    if ts.date_naive() < norm.limits.time_floor {
         return Err(format!(
-            "the event time {} (from `timestamp`, corrected by `sentAt`) is before 1970-01-01",
-            ts.format("%Y-%m-%d")
+            "the event time {} (from `timestamp`, corrected by `sentAt`) is before {}, the earliest accepted",
+            ts.format("%Y-%m-%d"),
+            norm.limits.time_floor
         ));
     }
     check_key_properties(&properties)?;
@@ -358,6 +376,8 @@ fn normalise(
         user_id,
         anonymous_id,
         session_id,
+        group_id,
+        previous_id,
         ts,
         day: ts.date_naive(),
         timestamp: client_time,
@@ -514,7 +534,69 @@ mod tests {
         assert!(reasons[0].2.contains("userId"), "{reasons:?}");
         assert!(reasons[1].2.contains("\"$where\""), "{reasons:?}");
         assert!(reasons[2].2.contains("\"a.b\""), "{reasons:?}");
-        assert!(reasons[3].2.contains("alias"), "{reasons:?}");
+        assert!(reasons[3].2.contains("`previousId`"), "{reasons:?}");
+    }
+
+    #[test]
+    fn group_and_alias_calls_are_accepted_with_their_ids() {
+        let decoded = run(r#"{"batch":[
+            {"type":"group","userId":"u1","groupId":"class-7","traits":{"name":"Class 7","kind":"class"},"messageId":"m1"},
+            {"type":"alias","userId":"u1","previousId":"anon-1","messageId":"m2"},
+            {"type":"group","userId":"u1","messageId":"m3"},
+            {"type":"alias","anonymousId":"anon-1","previousId":"anon-0","messageId":"m4"},
+            {"type":"merge","userId":"u1","messageId":"m5"}
+        ]}"#);
+        let events: Vec<_> = decoded.accepted.iter().map(|(e, _)| e).collect();
+        assert_eq!((events[0].kind, events[0].event.as_str()), (EventType::Group, "group"));
+        assert_eq!(events[0].group_id.as_deref(), Some("class-7"));
+        assert_eq!(events[0].traits["name"], "Class 7");
+        assert_eq!((events[1].kind, events[1].event.as_str()), (EventType::Alias, "alias"));
+        assert_eq!(events[1].previous_id.as_deref(), Some("anon-1"));
+        let errors: Vec<_> = decoded.rejected.iter().map(|r| (r.index, r.error.as_str())).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].1.contains("`groupId` is required"), "{errors:?}");
+        assert!(errors[1].1.contains("`userId`"), "{errors:?}");
+        assert!(errors[2].1.contains("\"merge\" is not supported"), "{errors:?}");
+    }
+
+    #[test]
+    fn identify_traits_sent_under_context_are_traits_and_pages_keep_their_category() {
+        let decoded = run(r#"{"batch":[
+            {"type":"identify","userId":"u1","context":{"traits":{"plan":"pro","name":"Ada"}},"traits":{"name":"Ada L."}},
+            {"type":"page","userId":"u1","name":"Start","category":"Docs","properties":{"path":"/docs"}}
+        ]}"#);
+        let identify = &decoded.accepted[0].0;
+        assert_eq!(identify.traits["plan"], "pro");
+        assert_eq!(identify.traits["name"], "Ada L.", "top-level traits win");
+        let page = &decoded.accepted[1].0;
+        assert_eq!(
+            (page.properties["name"].as_str(), page.properties["category"].as_str()),
+            (Some("Start"), Some("Docs"))
+        );
+    }
+
+    #[test]
+    fn times_before_the_floor_are_rejected_with_the_floor() {
+        let decoded = run(r#"{"batch":[
+            {"type":"track","event":"a","userId":"u1","timestamp":"1999-12-31T23:59:59Z","sentAt":"2026-03-10T12:00:00Z"},
+            {"type":"track","event":"a","userId":"u1","timestamp":"0000-01-01T00:00:00Z","sentAt":"9999-12-31T00:00:00Z"},
+            {"type":"track","event":"a","userId":"u1","timestamp":"2000-01-01T00:00:00Z","sentAt":"2026-03-10T12:00:00Z"}
+        ]}"#);
+        assert_eq!(decoded.accepted.len(), 1);
+        assert_eq!(decoded.rejected.len(), 2);
+        for rejection in &decoded.rejected {
+            assert!(rejection.error.contains("before 2000-01-01"), "{rejection:?}");
+        }
+        let limits = Limits {
+            time_floor: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
+            ..Limits::default()
+        };
+        let mut body =
+            br#"{"batch":[{"type":"track","event":"a","userId":"u1","timestamp":"1999-12-31T23:59:59Z"}]}"#.to_vec();
+        let decoded = decode_batch(&mut body, Endpoint::Batch, &limits)
+            .unwrap()
+            .validate(&norm(&limits));
+        assert_eq!(decoded.accepted.len(), 1, "a backfill lowers the floor");
     }
 
     #[test]
@@ -539,7 +621,7 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[1].contains("`properties.page`"), "{errors:?}");
-        assert!(errors[2].contains("before 1970"), "{errors:?}");
+        assert!(errors[2].contains("before 2000-01-01"), "{errors:?}");
         assert!(
             errors[3].contains("`properties.note`") && errors[3].contains("NUL"),
             "{errors:?}"

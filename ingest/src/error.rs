@@ -17,7 +17,7 @@ pub enum IngestError {
     UnsupportedMediaType(String),
     #[error("the request was not received within {0:?}")]
     RequestTimeout(Duration),
-    #[error("no such endpoint; events go to POST /v1/batch, /v1/track, /v1/page, /v1/screen or /v1/identify")]
+    #[error("no such endpoint; events go to POST /v1/batch, /v1/track, /v1/page, /v1/screen, /v1/identify, /v1/group or /v1/alias")]
     NotFound,
     #[error("method not allowed here; use POST")]
     MethodNotAllowed,

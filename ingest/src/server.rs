@@ -223,7 +223,7 @@ impl App {
             sender = Some(self.inner.keys.authenticate(key).await?);
         }
         let encoding = Encoding::of(request.headers())?;
-        check_content_type(request.headers())?;
+        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
         let body = tokio::time::timeout(
             config.limits.request_timeout,
             Limited::new(request.into_body(), config.limits.max_body_bytes).collect(),
@@ -244,6 +244,7 @@ impl App {
         // Held until the events are validated: the decoded body and its parsed tree.
         let _decoding = self.reserve_decoding(encoding, body.len()).await?;
         let mut body = encoding.decode(body, config.limits.max_decoded_bytes)?;
+        check_json_body(content_type.as_ref(), &body)?;
         let sender = match sender {
             Some(sender) => sender,
             None => match body_write_key(&body)? {
@@ -342,6 +343,8 @@ enum Route {
     Page,
     Screen,
     Identify,
+    Group,
+    Alias,
     Beacon,
 }
 
@@ -353,6 +356,8 @@ impl Route {
             "/v1/page" | "/v1/p" => Some(Route::Page),
             "/v1/screen" => Some(Route::Screen),
             "/v1/identify" | "/v1/i" => Some(Route::Identify),
+            "/v1/group" | "/v1/g" => Some(Route::Group),
+            "/v1/alias" | "/v1/a" => Some(Route::Alias),
             "/v1/beacon" => Some(Route::Beacon),
             _ => None,
         }
@@ -365,6 +370,8 @@ impl Route {
             Route::Page => "/v1/page",
             Route::Screen => "/v1/screen",
             Route::Identify => "/v1/identify",
+            Route::Group => "/v1/group",
+            Route::Alias => "/v1/alias",
             Route::Beacon => "/v1/beacon",
         }
     }
@@ -376,6 +383,8 @@ impl Route {
             Route::Page => Endpoint::Single(EventType::Page),
             Route::Screen => Endpoint::Single(EventType::Screen),
             Route::Identify => Endpoint::Single(EventType::Identify),
+            Route::Group => Endpoint::Single(EventType::Group),
+            Route::Alias => Endpoint::Single(EventType::Alias),
         }
     }
 }
@@ -433,17 +442,23 @@ impl Encoding {
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let value = value.to_str().unwrap_or_default().to_ascii_lowercase();
-    let media = value.split(';').next().unwrap_or_default().trim();
-    if media.is_empty() || media == "application/json" || media == "text/plain" || media.ends_with("+json") {
+/// SDKs label the same JSON body differently (`application/json`, `text/plain` from
+/// `sendBeacon`, `application/x-www-form-urlencoded` from @rudderstack/rudder-sdk-node's gzipped
+/// batches), so the body decides, not the label: every endpoint takes a JSON object, and a body
+/// that does not start like one is 415 when its Content-Type does not claim JSON (the client sent
+/// another format) and left to the JSON parser's 400 otherwise.
+fn check_json_body(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<(), IngestError> {
+    let looks_like_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let media = content_type
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase())
+        .unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    let claims_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
+    if looks_like_json || claims_json {
         Ok(())
     } else {
         Err(IngestError::UnsupportedMediaType(format!(
-            "Content-Type {media:?} is not supported; send application/json (or text/plain from sendBeacon)"
+            "the body ({media}) is not a JSON object; send the Segment JSON envelope, with any Content-Type"
         )))
     }
 }
@@ -547,7 +562,15 @@ fn cors(response: &mut Response<Full<Bytes>>, origin: Option<HeaderValue>, reque
 fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
     let mut response = json_response(
         error.status(),
-        serde_json::json!({"success": false, "error": error.code(), "detail": error.to_string()}),
+        // `code` and `message` are what Segment's and RudderStack's SDKs print from an error body;
+        // `error` and `detail` are this API's own names (docs/contract.md §4).
+        serde_json::json!({
+            "success": false,
+            "error": error.code(),
+            "detail": error.to_string(),
+            "code": error.code(),
+            "message": error.to_string(),
+        }),
     );
     if let Some(seconds) = error.retry_after() {
         response

@@ -172,16 +172,45 @@ async fn limits_are_enforced_on_both_sides_with_the_right_status() {
         assert_eq!(response.status(), status, "{encoding}");
     }
 
-    let wrong_type = app
-        .http
-        .post(app.url("/v1/batch"))
-        .basic_auth(KEY, Some(""))
-        .header("content-type", "application/xml")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_type.status(), 415);
+    // The body decides, not the label: SDKs send the JSON envelope as application/json,
+    // text/plain (sendBeacon) and gzipped application/x-www-form-urlencoded (rudder-sdk-node);
+    // 415 is for bodies that are not JSON under a type that does not claim JSON.
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    for (content_type, encoding, payload, status) in [
+        ("application/x-www-form-urlencoded", "gzip", gzip(&body), 200),
+        ("application/xml", "identity", body.clone(), 200),
+        ("text/plain;charset=UTF-8", "identity", body.clone(), 200),
+        ("application/xml", "identity", b"<batch/>".to_vec(), 415),
+        (
+            "application/x-www-form-urlencoded",
+            "identity",
+            b"batch=1".to_vec(),
+            415,
+        ),
+        ("application/json", "identity", b"<batch/>".to_vec(), 400),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/v1/batch"))
+            .basic_auth(KEY, Some(""))
+            .header("content-type", content_type)
+            .header("content-encoding", encoding)
+            .body(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{content_type}");
+        if status != 200 {
+            // Segment's and RudderStack's SDKs print `code` and `message`.
+            let reply: Value = response.json().await.unwrap();
+            assert!(reply["code"].is_string() && reply["message"].is_string(), "{reply}");
+        }
+    }
     for malformed in [&b"{"[..], b"[]", b"{\"batch\": 3}", b""] {
         let response = app
             .http

@@ -210,6 +210,8 @@ pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
         (field::USER_ID, &event.user_id),
         (field::ANONYMOUS_ID, &event.anonymous_id),
         (field::SESSION_ID, &event.session_id),
+        (field::GROUP_ID, &event.group_id),
+        (field::PREVIOUS_ID, &event.previous_id),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -303,16 +305,13 @@ pub fn from_document(document: &Document) -> anyhow::Result<Event> {
         project: document.get_str(field::PROJECT)?.to_owned(),
         message_id: document.get_str(field::MESSAGE_ID)?.to_owned(),
         message_id_assigned: document.get_bool(field::MESSAGE_ID_ASSIGNED).unwrap_or(false),
-        kind: match document.get_str(field::TYPE)? {
-            "page" => EventType::Page,
-            "screen" => EventType::Screen,
-            "identify" => EventType::Identify,
-            _ => EventType::Track,
-        },
+        kind: EventType::parse(document.get_str(field::TYPE)?).unwrap_or(EventType::Track),
         event: document.get_str(field::EVENT)?.to_owned(),
         user_id: string(field::USER_ID),
         anonymous_id: string(field::ANONYMOUS_ID),
         session_id: string(field::SESSION_ID),
+        group_id: string(field::GROUP_ID),
+        previous_id: string(field::PREVIOUS_ID),
         ts,
         day: ts.date_naive(),
         timestamp: optional_date(field::TIMESTAMP),
@@ -374,6 +373,20 @@ mod tests {
         let expected = bson::to_vec(&tree(&event)).unwrap();
         assert_eq!(raw.as_bytes(), expected.as_slice());
         assert_eq!(from_document(&raw.to_document().unwrap()).unwrap(), event);
+    }
+
+    #[test]
+    fn group_and_alias_calls_keep_their_ids() {
+        let mut group = event();
+        (group.kind, group.event, group.group_id) = (EventType::Group, "group".into(), Some("class-7".into()));
+        let raw = to_raw_document(&group).unwrap();
+        assert_eq!(raw.get_str(field::GROUP_ID).unwrap(), "class-7");
+        assert_eq!(from_document(&raw.to_document().unwrap()).unwrap(), group);
+        let mut alias = event();
+        (alias.kind, alias.event, alias.previous_id) = (EventType::Alias, "alias".into(), Some("anon-1".into()));
+        let raw = to_raw_document(&alias).unwrap();
+        assert_eq!(raw.get_str(field::PREVIOUS_ID).unwrap(), "anon-1");
+        assert_eq!(from_document(&raw.to_document().unwrap()).unwrap(), alias);
     }
 
     #[test]
