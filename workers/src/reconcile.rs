@@ -31,7 +31,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use common::{
     bitmap::{self, Kind, RoaringBitmap},
     documents::{learning_path_id, LEARNING_PATHS},
-    event::Event,
+    event::{Event, EventType},
 };
 use mongodb::bson::{doc, Bson, Document};
 use sqlx::PgPool;
@@ -41,7 +41,7 @@ use crate::{
     ledger, ordinals,
     rollup::{
         self,
-        delta::{Badge, CourseDay, Enrollment, Lesson, Quiz, UserTotals},
+        delta::{Badge, CourseDay, Enrollment, GroupTraits, Lesson, Quiz, UserTotals},
         Delta,
     },
     store::EventStore,
@@ -127,6 +127,10 @@ async fn expected(store: &EventStore, range: &Range) -> anyhow::Result<Expected>
         badges: learners.badges,
         users: learners.users,
         catalog: BTreeMap::new(),
+        // Groups from every `group` call of the project; memberships per learner, like the
+        // other per-learner rollups.
+        groups: Delta::from_events(all.iter().filter(|e| e.kind == EventType::Group)).groups,
+        memberships: learners.memberships,
     };
     let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
     let events = all
@@ -410,6 +414,49 @@ async fn compare_rows(
                     },
                 )
             }),
+    );
+
+    let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "select group_id, user_key, joined_at from group_members where project = $1 and user_key = any($2)",
+    )
+    .bind(p)
+    .bind(users)
+    .fetch_all(pool)
+    .await
+    .context("cannot read group_members")?;
+    compare(
+        differences,
+        "group_members",
+        delta
+            .memberships
+            .iter()
+            .map(|((_, g, u), t)| ((g.clone(), u.clone()), *t)),
+        rows.into_iter().map(|(g, u, t)| ((g, u), t)),
+    );
+
+    let rows: Vec<(String, String, DateTime<Utc>, String)> =
+        sqlx::query_as("select group_id, traits::text, updated_at, message_id from groups where project = $1")
+            .bind(p)
+            .fetch_all(pool)
+            .await
+            .context("cannot read groups")?;
+    let mut found = Vec::with_capacity(rows.len());
+    for (group, traits, updated_at, message_id) in rows {
+        let traits = serde_json::from_str(&traits).context("groups.traits is not a JSON object")?;
+        found.push((
+            group,
+            GroupTraits {
+                traits,
+                updated_at,
+                message_id,
+            },
+        ));
+    }
+    compare(
+        differences,
+        "groups",
+        delta.groups.iter().map(|((_, g), v)| (g.clone(), v.clone())),
+        found,
     );
     Ok(())
 }
@@ -744,6 +791,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         "user_quizzes",
         "user_badges",
         "user_stats",
+        "group_members",
     ] {
         sqlx::query(&format!(
             "delete from {table} where project = $1 and user_key = any($2)"
@@ -754,6 +802,11 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .await
         .with_context(|| format!("cannot clear {table}"))?;
     }
+    sqlx::query("delete from groups where project = $1")
+        .bind(p)
+        .execute(&mut *tx)
+        .await
+        .context("cannot clear groups")?;
     rollup::apply_rows(&mut tx, &expected.delta)
         .await
         .context("cannot write the recomputed rollups")?;

@@ -218,3 +218,69 @@ async fn two_workers_racing_on_one_stream_with_client_resends_count_every_event_
     first.cancel();
     second.cancel();
 }
+
+/// A `group` call of project p1 on day `day` of March 2026.
+fn group_call(id: &str, user: &str, group: &str, day: u32, traits: Value) -> Value {
+    let ts = format!("2026-03-{day:02}T10:00:00Z");
+    serde_json::json!({"project": "p1", "message_id": id, "type": "group", "event": "group", "user_id": user,
+        "group_id": group, "ts": ts, "day": &ts[..10], "received_at": "2026-03-20T00:00:00Z", "traits": traits})
+}
+
+#[tokio::test]
+async fn group_calls_keep_the_latest_traits_and_the_first_join_whatever_the_arrival_order() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let shutdown = start_worker(&env).await;
+    let newest = group_call(
+        "g-1",
+        "u1",
+        "class-a",
+        5,
+        serde_json::json!({"name": "Class A", "size": 30}),
+    );
+    publisher.publish("m1", std::slice::from_ref(&newest)).await;
+    drained(&env, Duration::from_secs(60)).await;
+    // Later arrivals: an older call with older traits (a backfill), a call without traits, and a
+    // client's resend of the first call inside another message.
+    let late = [
+        group_call("g-0", "u1", "class-a", 3, serde_json::json!({"name": "Old name"})),
+        group_call("g-2", "u2", "class-a", 4, serde_json::json!({})),
+        newest,
+    ];
+    publisher.publish("m2", &late).await;
+    drained(&env, Duration::from_secs(60)).await;
+
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let (traits, updated_at): (Value, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select traits, updated_at from groups where project = 'p1' and group_id = 'class-a'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(traits, serde_json::json!({"name": "Class A", "size": 30}));
+    assert_eq!(updated_at.to_rfc3339(), "2026-03-05T10:00:00+00:00");
+    let members: Vec<(String, chrono::NaiveDate)> = sqlx::query_as(
+        "select user_key, (joined_at at time zone 'UTC')::date from group_members where project = 'p1' order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    assert_eq!(members, [("u1".to_owned(), day(3)), ("u2".to_owned(), day(4))]);
+    support::assert_exactly_once(&env, 3).await;
+
+    // reconcile covers groups too: a tampered trait and a lost membership are reported and fixed.
+    sqlx::query("update groups set traits = '{\"name\": \"tampered\"}'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from group_members where user_key = 'u2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tables: std::collections::BTreeSet<&str> = reconcile(&env).await.iter().map(|d| d.table).collect();
+    assert_eq!(tables, ["group_members", "groups"].into());
+    let store = support::store(&env).await;
+    workers::reconcile::fix(&pool, &store, &support::march()).await.unwrap();
+    assert!(reconcile(&env).await.is_empty());
+    shutdown.cancel();
+}

@@ -359,5 +359,54 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
         .execute(&mut **tx)
         .await?;
     }
+    if !delta.groups.is_empty() {
+        let mut c =
+            columns!(project: &'a str, group: &'a str, traits: String, updated: DateTime<Utc>, message: &'a str);
+        for ((project, group), g) in &delta.groups {
+            c.project.push(project);
+            c.group.push(group);
+            c.traits.push(serde_json::Value::Object(g.traits.clone()).to_string());
+            c.updated.push(g.updated_at);
+            c.message.push(&g.message_id);
+        }
+        // The latest call wins by (event time, messageId), compared bytewise as in the Delta.
+        sqlx::query(
+            "insert into groups (project, group_id, traits, updated_at, message_id)
+             select p, g, t::jsonb, u, m
+               from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) as x(p, g, t, u, m)
+             on conflict (project, group_id) do update set
+                traits = excluded.traits, updated_at = excluded.updated_at, message_id = excluded.message_id
+                where (excluded.updated_at, excluded.message_id collate \"C\") > (groups.updated_at, groups.message_id collate \"C\")",
+        )
+        .bind(&c.project)
+        .bind(&c.group)
+        .bind(&c.traits)
+        .bind(&c.updated)
+        .bind(&c.message)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    if !delta.memberships.is_empty() {
+        let mut c = columns!(project: &'a str, group: &'a str, user: &'a str, joined: DateTime<Utc>);
+        for ((project, group, user), joined) in &delta.memberships {
+            c.project.push(project);
+            c.group.push(group);
+            c.user.push(user);
+            c.joined.push(*joined);
+        }
+        sqlx::query(
+            "insert into group_members (project, group_id, user_key, joined_at)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+             on conflict (project, group_id, user_key) do update set joined_at = excluded.joined_at
+                where excluded.joined_at < group_members.joined_at",
+        )
+        .bind(&c.project)
+        .bind(&c.group)
+        .bind(&c.user)
+        .bind(&c.joined)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }

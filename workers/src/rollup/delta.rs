@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use common::event::Event;
+use common::event::{Event, EventType};
 use serde_json::Value;
 
 /// Per (course, day) counters.
@@ -72,6 +72,14 @@ pub struct CatalogEntry {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A group's traits, from its latest `group` call carrying traits, by (event time, messageId).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupTraits {
+    pub traits: serde_json::Map<String, Value>,
+    pub updated_at: DateTime<Utc>,
+    pub message_id: String,
+}
+
 /// What a set of events adds to every rollup.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Delta {
@@ -99,6 +107,10 @@ pub struct Delta {
     pub users: BTreeMap<(String, String), UserTotals>,
     /// (project, course).
     pub catalog: BTreeMap<(String, String), CatalogEntry>,
+    /// (project, group).
+    pub groups: BTreeMap<(String, String), GroupTraits>,
+    /// (project, group, user) → the earliest `group` call putting the user in the group.
+    pub memberships: BTreeMap<(String, String, String), DateTime<Utc>>,
 }
 
 /// A property as an id: strings as they are, integers printed (SDKs of typed languages send them).
@@ -175,6 +187,26 @@ impl Delta {
         totals.events += 1;
         totals.first_seen_at = totals.first_seen_at.min(ts);
         totals.last_activity_at = totals.last_activity_at.max(ts);
+
+        if let (EventType::Group, Some(group)) = (event.kind, &event.group_id) {
+            let joined = self
+                .memberships
+                .entry((project.clone(), group.clone(), user.clone()))
+                .or_insert(ts);
+            *joined = (*joined).min(ts);
+            let key = (project.clone(), group.clone());
+            let newer = |current: &GroupTraits| {
+                (current.updated_at, current.message_id.as_str()) < (ts, event.message_id.as_str())
+            };
+            if !event.traits.is_empty() && self.groups.get(&key).is_none_or(newer) {
+                let traits = GroupTraits {
+                    traits: event.traits.clone(),
+                    updated_at: ts,
+                    message_id: event.message_id.clone(),
+                };
+                self.groups.insert(key, traits);
+            }
+        }
 
         if name == "badge_earned" {
             if let Some(badge) = id(event, "badge_id") {
