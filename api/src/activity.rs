@@ -46,6 +46,13 @@ impl DailySets {
         Ok(Self(sets))
     }
 
+    /// Keeps only `users` in every day's set.
+    pub fn restrict(&mut self, users: &RoaringBitmap) {
+        for set in self.0.values_mut() {
+            *set &= users;
+        }
+    }
+
     #[cfg(test)]
     pub fn from_days(days: impl IntoIterator<Item = (NaiveDate, RoaringBitmap)>) -> Self {
         Self(days.into_iter().collect())
@@ -248,4 +255,19 @@ mod tests {
         );
         assert_eq!(retained(&cohort, NaiveDate::MAX, &active, [1], NaiveDate::MAX), [None]);
     }
+}
+
+/// The user ordinals of the current members of `group` (workers roll `group` calls up into
+/// `group_members`, docs: migrations/0009).
+pub async fn group_members(pool: &sqlx::PgPool, project: &str, group: &str) -> Result<RoaringBitmap, ApiError> {
+    let ords: Vec<i32> = sqlx::query_scalar(
+        "select o.ord from group_members m
+           join user_ordinals o on o.project = m.project and o.user_key = m.user_key
+          where m.project = $1 and m.group_id = $2",
+    )
+    .bind(project)
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    Ok(ords.into_iter().filter_map(|o| u32::try_from(o).ok()).collect())
 }

@@ -15,7 +15,7 @@ use crate::{
     activity::{self, DailySets},
     auth::Principal,
     funnel::{self, Step, StepRequest},
-    routes::{bounded, JsonBody, Range, RangeQuery},
+    routes::{bounded, path_id, JsonBody, Range, RangeQuery},
     ApiError, App,
 };
 
@@ -37,7 +37,7 @@ const MONTH_DAYS: u64 = 30;
 /// `GET /v1/metrics/active-users?from&to&interval=day|week|month`: with `day`, DAU, WAU and MAU
 /// (distinct users in the 1, 7 and 30 days ending on each day); with `week` or `month`, the
 /// distinct users of each calendar bucket clipped to the range. Exact: unions of the daily
-/// activity bitmaps.
+/// activity bitmaps. With `group`, only the group's current members count.
 pub async fn active_users(
     State(app): State<App>,
     principal: Principal,
@@ -56,13 +56,24 @@ pub async fn active_users(
             )))
         }
     };
+    let group = query.group.filter(|g| !g.is_empty());
+    if let Some(group) = &group {
+        path_id("group", group)?;
+    }
     let project = principal.project;
-    let key = format!("active-users:{}:{interval:?}", range.key());
+    let key = format!(
+        "active-users:{}:{interval:?}:{}",
+        range.key(),
+        group.as_deref().unwrap_or("")
+    );
     let cache = app.cache.clone();
     Ok(cache
         .respond(&project.clone(), key, &headers, || async move {
             let first = range.from.checked_sub_days(Days::new(MONTH_DAYS - 1)).unwrap_or(NaiveDate::MIN);
-            let sets = DailySets::load(&app.pool, &project, Kind::Active, None, first, range.to).await?;
+            let mut sets = DailySets::load(&app.pool, &project, Kind::Active, None, first, range.to).await?;
+            if let Some(group) = &group {
+                sets.restrict(&activity::group_members(&app.pool, &project, group).await?);
+            }
             let series = if interval == Interval::Day {
                 let rows: Vec<serde_json::Value> = sets
                     .rolling(range.from, range.to, &[1, 7, MONTH_DAYS])
@@ -79,6 +90,7 @@ pub async fn active_users(
             };
             Ok(serde_json::json!({
                 "project": project,
+                "group": group,
                 "from": range.from,
                 "to": range.to,
                 "interval": interval,

@@ -90,6 +90,8 @@ pub struct RangeQuery {
     pub interval: Option<String>,
     pub limit: Option<String>,
     pub offset: Option<String>,
+    /// Active users only: restrict to the members of this group (Segment `group` calls).
+    pub group: Option<String>,
 }
 
 /// A validated, inclusive range of UTC days.

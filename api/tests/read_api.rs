@@ -643,6 +643,74 @@ async fn every_metric_is_exactly_what_the_workers_rolled_up() {
 }
 
 #[tokio::test]
+async fn active_users_of_a_group_count_only_its_members() {
+    let mut stack = stack().await;
+    let mut events: Vec<Value> = [
+        ("u1", "2026-03-01"),
+        ("u2", "2026-03-01"),
+        ("u3", "2026-03-01"),
+        ("u1", "2026-03-02"),
+        ("u4", "2026-03-02"),
+        ("u2", "2026-03-03"),
+        ("u3", "2026-03-03"),
+    ]
+    .into_iter()
+    .map(|(user, day)| {
+        ev(
+            "p1",
+            user,
+            "page_view",
+            &format!("{day}T09:00:00Z"),
+            json!({"page": "/home"}),
+        )
+    })
+    .collect();
+    for (user, group, day) in [
+        ("u1", "class-a", "2026-03-01"),
+        ("u3", "class-a", "2026-03-01"),
+        ("u4", "class-b", "2026-03-02"),
+    ] {
+        let mut call = ev("p1", user, "group", &format!("{day}T10:00:00Z"), json!({}));
+        call["type"] = "group".into();
+        call["group_id"] = group.into();
+        call["traits"] = json!({"name": group});
+        events.push(call);
+    }
+    stack.publish(&events).await;
+    let series = |body: &Value, field: &str| -> Vec<i64> {
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[field].as_i64().unwrap())
+            .collect()
+    };
+    let all = stack.ok(&format!("/v1/metrics/active-users?{RANGE}"), READ_KEY).await;
+    assert_eq!(series(&all, "dau"), [3, 2, 2]);
+    let a = stack
+        .ok(&format!("/v1/metrics/active-users?{RANGE}&group=class-a"), READ_KEY)
+        .await;
+    assert_eq!(a["group"], "class-a");
+    assert_eq!(series(&a, "dau"), [2, 1, 1], "u1 and u3 only");
+    assert_eq!(series(&a, "wau"), [2, 2, 2]);
+    let b = stack
+        .ok(
+            &format!("/v1/metrics/active-users?{RANGE}&group=class-b&interval=month"),
+            READ_KEY,
+        )
+        .await;
+    assert_eq!(series(&b, "active_users"), [1]);
+    let none = stack
+        .ok(&format!("/v1/metrics/active-users?{RANGE}&group=nobody"), READ_KEY)
+        .await;
+    assert_eq!(series(&none, "dau"), [0, 0, 0]);
+    let (status, body) = stack
+        .get(&format!("/v1/metrics/active-users?{RANGE}&group=a%00b"), READ_KEY)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
 async fn invalid_queries_are_422_with_the_reason() {
     let stack = stack().await;
     let k = READ_KEY;
