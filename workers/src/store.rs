@@ -4,6 +4,7 @@
 //! count them committed, so MongoDB holds exactly the copy of each event that was counted.
 
 use anyhow::Context as _;
+use chrono::NaiveDate;
 use common::{
     documents::{event_id, field, EVENTS},
     event::{Event, EventType},
@@ -174,6 +175,24 @@ impl EventStore {
             },
         }
         Ok(inserted)
+    }
+
+    /// How many events of `project` are stored with a `day` from `from` to `to`. Reads the
+    /// project by equality (which FerretDB pushes down) and only each document's `day`.
+    pub async fn count_in_days(&self, project: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<u64> {
+        let (from, to) = (from.to_string(), to.to_string());
+        let mut cursor = self
+            .events
+            .find(doc! {field::PROJECT: project})
+            .projection(doc! {field::DAY: 1})
+            .await
+            .context("cannot query MongoDB `events`")?;
+        let mut count = 0;
+        while let Some(document) = cursor.try_next().await.context("cannot read MongoDB `events`")? {
+            let day = document.get_str(field::DAY).unwrap_or_default();
+            count += u64::from((from.as_str()..=to.as_str()).contains(&day));
+        }
+        Ok(count)
     }
 
     /// Every stored event of `project` matching `filter` (reconcile reads the truth from here).

@@ -89,6 +89,14 @@ struct Args {
     /// Learners (and visitors) whose stats are checked, spread over all of them.
     #[arg(long, default_value_t = 20)]
     sample_users: usize,
+    /// Spread the requests over this many seconds (0: as fast as `--concurrency` allows), for a
+    /// sustained load (scripts/chaos).
+    #[arg(long, default_value_t = 0.0)]
+    spread_s: f64,
+    /// How long a request is retried, as SDKs do, while ingest answers 5xx or 429 or cannot be
+    /// reached (restarting, or its stream is down), before the run fails.
+    #[arg(long, default_value_t = 10)]
+    retry_for_s: u64,
 }
 
 impl Args {
@@ -171,20 +179,40 @@ async fn send(
     let url = format!("{}/v1/batch", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let requests = deliveries.requests.len();
-    let results: Vec<anyhow::Result<(u64, u64)>> = stream::iter(deliveries.requests.iter())
-        .map(|batch| {
+    let spacing = Duration::from_secs_f64(args.spread_s.max(0.0) / requests.max(1) as f64);
+    let retry_for = Duration::from_secs(args.retry_for_s);
+    let retried = std::sync::atomic::AtomicU64::new(0);
+    let retried = &retried;
+    let results: Vec<anyhow::Result<(u64, u64)>> = stream::iter(deliveries.requests.iter().enumerate())
+        .map(|(n, batch)| {
             let (client, url, key) = (client.clone(), url.clone(), args.write_key.clone());
             async move {
+                tokio::time::sleep_until((started + spacing * n as u32).into()).await;
                 // Stamped when sent, as an SDK does: ingest corrects event times by sentAt's skew.
                 let body = serde_json::to_vec(&json!({"batch": batch, "sentAt": chrono::Utc::now()}))?;
-                for attempt in 0..10u32 {
-                    let response = client
+                let first = Instant::now();
+                for attempt in 1u64.. {
+                    if attempt > 1 {
+                        retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        anyhow::ensure!(
+                            first.elapsed() < retry_for,
+                            "ingest kept refusing a batch for {retry_for:?}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100 * attempt.min(20))).await;
+                    }
+                    let response = match client
                         .post(&url)
                         .basic_auth(&key, Some(""))
                         .header("content-type", "application/json")
                         .body(body.clone())
                         .send()
-                        .await?;
+                        .await
+                    {
+                        Ok(response) => response,
+                        // Not reached, or the connection dropped before the answer (ingest
+                        // killed): the events may or may not be in; send them again.
+                        Err(_) => continue,
+                    };
                     let status = response.status();
                     let reply: Value = response.json().await.unwrap_or_default();
                     if status.is_success() {
@@ -199,9 +227,8 @@ async fn send(
                         status.is_server_error() || status.as_u16() == 429,
                         "ingest answered {status}: {reply}"
                     );
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))).await;
                 }
-                anyhow::bail!("ingest kept refusing a batch")
+                unreachable!("the retry loop returns")
             }
         })
         .buffer_unordered(args.concurrency)
@@ -228,6 +255,10 @@ async fn send(
             .len(),
         args.days,
         accepted as f64 / elapsed
+    );
+    println!(
+        "requests retried: {} (5xx, 429, or ingest unreachable)",
+        retried.load(std::sync::atomic::Ordering::Relaxed)
     );
     println!(
         "delivery mix: {} events resent in a later request ({:.1}%), {} requests sent twice ({} events), {} events late ({:.1}%, after a later day of the same learner); ingest counted {in_request_duplicates} repeats within a request",
