@@ -1,5 +1,6 @@
-//! `demo-reset`: deletes the demo's JetStream stream and MongoDB database so that a rerun of
-//! `./scripts/demo` starts from nothing (the script recreates the PostgreSQL database itself).
+//! `demo-reset`: deletes the demo's JetStream stream (and its dead-letter stream) and MongoDB
+//! database so that a rerun of `./scripts/demo` starts from nothing (the script recreates the
+//! PostgreSQL database itself).
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -24,10 +25,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot connect to NATS")?;
     let js = async_nats::jetstream::new(client);
-    if js.get_stream(&args.stream).await.is_ok() {
-        js.delete_stream(&args.stream)
-            .await
-            .context("cannot delete the stream")?;
+    for stream in [args.stream.clone(), format!("{}_DLQ", args.stream)] {
+        if js.get_stream(&stream).await.is_ok() {
+            js.delete_stream(&stream)
+                .await
+                .with_context(|| format!("cannot delete the stream {stream}"))?;
+        }
     }
     let mongo = mongodb::Client::with_uri_str(&args.mongo_uri)
         .await
