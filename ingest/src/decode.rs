@@ -447,7 +447,8 @@ fn object(value: Option<Value>, field: &str, max_depth: usize) -> Result<Map<Str
 }
 
 /// Rejects keys that MongoDB would read as operators or paths (`$…`, anything with `.`), empty
-/// keys and keys with NUL, and nesting deeper than `max_depth`; names the offending path.
+/// keys, keys with NUL or longer than [`MAX_ID_LEN`], and nesting deeper than `max_depth`; names
+/// the offending path.
 fn check_keys(map: &Map<String, Value>, path: &str, depth: usize, max_depth: usize) -> Result<(), String> {
     if depth > max_depth {
         return Err(format!("`{path}` is nested deeper than {max_depth} levels"));
@@ -457,6 +458,9 @@ fn check_keys(map: &Map<String, Value>, path: &str, depth: usize, max_depth: usi
             return Err(format!(
                 "`{path}` has the key {key:?}; keys must not be empty, start with `$` or contain `.`"
             ));
+        }
+        if key.len() > MAX_ID_LEN {
+            return Err(format!("`{path}` has a key longer than {MAX_ID_LEN} bytes"));
         }
         check_value(value, &format!("{path}.{key}"), depth, max_depth)?;
     }
@@ -534,6 +538,11 @@ mod tests {
         assert!(reasons[0].2.contains("userId"), "{reasons:?}");
         assert!(reasons[1].2.contains("\"$where\""), "{reasons:?}");
         assert!(reasons[2].2.contains("\"a.b\""), "{reasons:?}");
+        let long_key = format!(
+            r#"{{"batch":[{{"type":"track","event":"a","userId":"u","properties":{{"{}":1}}}}]}}"#,
+            "k".repeat(MAX_ID_LEN + 1)
+        );
+        assert!(run(&long_key).rejected[0].error.contains("a key longer than 256 bytes"));
         assert!(reasons[3].2.contains("`previousId`"), "{reasons:?}");
     }
 
