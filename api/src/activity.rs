@@ -166,6 +166,21 @@ pub fn retained(
         .collect()
 }
 
+/// The user ordinals of the current members of `group` (workers roll `group` calls up into
+/// `group_members`, docs: migrations/0009).
+pub async fn group_members(pool: &sqlx::PgPool, project: &str, group: &str) -> Result<RoaringBitmap, ApiError> {
+    let ords: Vec<i32> = sqlx::query_scalar(
+        "select o.ord from group_members m
+           join user_ordinals o on o.project = m.project and o.user_key = m.user_key
+          where m.project = $1 and m.group_id = $2",
+    )
+    .bind(project)
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    Ok(ords.into_iter().filter_map(|o| u32::try_from(o).ok()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,19 +270,4 @@ mod tests {
         );
         assert_eq!(retained(&cohort, NaiveDate::MAX, &active, [1], NaiveDate::MAX), [None]);
     }
-}
-
-/// The user ordinals of the current members of `group` (workers roll `group` calls up into
-/// `group_members`, docs: migrations/0009).
-pub async fn group_members(pool: &sqlx::PgPool, project: &str, group: &str) -> Result<RoaringBitmap, ApiError> {
-    let ords: Vec<i32> = sqlx::query_scalar(
-        "select o.ord from group_members m
-           join user_ordinals o on o.project = m.project and o.user_key = m.user_key
-          where m.project = $1 and m.group_id = $2",
-    )
-    .bind(project)
-    .bind(group)
-    .fetch_all(pool)
-    .await?;
-    Ok(ords.into_iter().filter_map(|o| u32::try_from(o).ok()).collect())
 }

@@ -176,7 +176,11 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal, ApiError>
             Ok::<_, sqlx::Error>(key.filter(|k| k.scope == keys::Scope::Read).map(|k| k.project))
         })
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot look up a read key: {e}")))?;
+        .map_err(|e| {
+            // Unreachable PostgreSQL is a 503 to retry, as ingest answers for write keys.
+            ApiError::unavailable(&e)
+                .unwrap_or_else(|| ApiError::Internal(anyhow::anyhow!("cannot look up a read key: {e}")))
+        })?;
     project.map(Principal::read_key).ok_or(ApiError::Unauthorized)
 }
 

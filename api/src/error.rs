@@ -34,19 +34,27 @@ const QUERY_CANCELED: &str = "57014";
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => ApiError::Unavailable(
+        ApiError::unavailable(&error).unwrap_or_else(|| ApiError::Internal(anyhow::Error::new(error)))
+    }
+}
+
+impl ApiError {
+    /// A PostgreSQL error that a retry may cure (503), if `error` is one: a statement timeout,
+    /// or PostgreSQL unreachable or shutting down.
+    pub fn unavailable(error: &sqlx::Error) -> Option<ApiError> {
+        match error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(QUERY_CANCELED) => Some(ApiError::Unavailable(
                 "the query ran past the statement timeout (API_STATEMENT_TIMEOUT); narrow the range or retry".into(),
-            ),
+            )),
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %error, "PostgreSQL unavailable");
-                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into())
+                tracing::warn!(%error, "PostgreSQL unavailable");
+                Some(ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into()))
             }
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
-                tracing::warn!(error = %error, "PostgreSQL unavailable");
-                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into())
+                tracing::warn!(%error, "PostgreSQL unavailable");
+                Some(ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".into()))
             }
-            _ => ApiError::Internal(anyhow::Error::new(error)),
+            _ => None,
         }
     }
 }
