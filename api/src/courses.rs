@@ -19,7 +19,7 @@ use crate::{
     ApiError, App,
 };
 
-/// One learner's progress in one course (CONTRACT.md §6 "Course progress").
+/// One learner's progress in one course (docs/contract.md §6 "Course progress").
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Progress {
     pub course_id: String,

@@ -1,4 +1,4 @@
-//! The Prometheus metrics the api records (CONTRACT.md §8), described once so `/metrics` carries
+//! The Prometheus metrics the api records (docs/contract.md §8), described once so `/metrics` carries
 //! HELP text and units for each.
 
 use std::time::Instant;

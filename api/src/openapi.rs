@@ -51,7 +51,10 @@ fn op(summary: &str, parameters: Value) -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let limit = json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}});
-    let mut funnel = op("Order-aware funnel over raw events", json!([]));
+    let mut funnel = op(
+        "Order-aware funnel over the per-event ledger (PostgreSQL event_log), never raw events",
+        json!([]),
+    );
     funnel["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
     "type": "object", "required": ["steps", "from", "to"],
     "properties": {
@@ -73,7 +76,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Learning analytics read API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Metrics over the rollups of CONTRACT.md §6. Bearer credentials: a JWT (HS256; sub, role student|instructor|admin, project, courses) or a read key (admin of its project)."},
+                 "description": "Metrics over the rollups of docs/contract.md §6. Bearer credentials: a JWT (HS256; sub, role student|instructor|admin, project, courses) or a read key (admin of its project)."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Error": {"description": "`{\"error\", \"detail\"}`", "content": {"application/json": {"schema": {
@@ -97,7 +100,7 @@ pub fn document() -> Value {
             "/v1/users/{id}/stats": {"get": op("Learning stats: courses, time, quizzes, points, badges, streaks", json!([path_param("id")]))},
             "/v1/users/{id}/progress": {"get": op("Progress overall and per course", json!([path_param("id")]))},
             "/v1/users/{id}/progress/stream": {"get": stream},
-            "/v1/users/{id}/learning-paths/{course_id}": {"get": op("The learner's path in a course (MongoDB student_learning_paths)", json!([path_param("id"), path_param("course_id")]))}
+            "/v1/users/{id}/learning-paths/{course_id}": {"get": op("The learner's path in a course (from PostgreSQL lesson_progress, as the workers' student_learning_paths documents hold it)", json!([path_param("id"), path_param("course_id")]))}
         }
     })
 }

@@ -126,7 +126,8 @@ pub fn date(name: &str, value: Option<&str>) -> Result<NaiveDate, ApiError> {
     let value = value.ok_or_else(|| ApiError::Unprocessable(format!("`{name}` is required (YYYY-MM-DD)")))?;
     NaiveDate::parse_from_str(value, "%Y-%m-%d")
         .ok()
-        // Events are dated from 1970 (ingest's time floor), and day arithmetic stays in range.
+        // Events are dated from ingest's time floor (INGEST_TIME_FLOOR, 2000-01-01 by default, which
+        // backfills may lower), and day arithmetic stays in range.
         .filter(|d| (1970..=9999).contains(&d.year()))
         .ok_or_else(|| {
             ApiError::Unprocessable(format!(

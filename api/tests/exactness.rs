@@ -1,7 +1,7 @@
 //! The api's answers are exact: a seeded, generated workload (learners, anonymous visitors,
 //! course funnels with drop-offs, late events, client resends) goes in through the real ingest,
 //! workers and servers, and every answer of the api is compared with a brute-force computation
-//! over the distinct generated events, written here from the definitions of CONTRACT.md §6 and the
+//! over the distinct generated events, written here from the definitions of docs/contract.md §6 and the
 //! api's documentation, not from its code. `EXACTNESS_SEED=<n>` replays a workload.
 //!
 //! And the api degrades as documented: a query past the statement timeout, or PostgreSQL out of
@@ -237,7 +237,7 @@ struct Ev {
     kind: &'static str,
     /// The name as sent (track calls; some in other spellings than snake_case).
     sent_name: String,
-    /// The event's name once normalised (CONTRACT.md §4): what every metric names it by.
+    /// The event's name once normalised (docs/contract.md §4): what every metric names it by.
     name: String,
     ts: DateTime<Utc>,
     properties: Map<String, Value>,
@@ -999,7 +999,7 @@ impl<'a> Truth<'a> {
             .collect()
     }
 
-    /// CONTRACT.md §6 "Course daily analytics": per day and for the range.
+    /// docs/contract.md §6 "Course daily analytics": per day and for the range.
     fn course(&self, course: &str, from: NaiveDate, to: NaiveDate) -> Value {
         let of_course: Vec<&Ev> = self
             .events

@@ -1,10 +1,10 @@
-//! A realistic, deterministic e-learning workload (CONTRACT.md §3): learners who log in, browse,
+//! A realistic, deterministic e-learning workload (docs/contract.md §3): learners who log in, browse,
 //! view courses, enrol, work through lessons, videos and quizzes, drop off along the way, buy, earn
 //! badges and take typing tests, over a number of days, and anonymous visitors who only browse.
 //! The same seed gives the same events.
 //!
 //! The generator also knows the answers. [`Generated`] computes, by brute force over its distinct
-//! events and from the contract's definitions (CONTRACT.md §4–§6, never the workers' or the api's
+//! events and from the contract's definitions (docs/contract.md §4–§6, never the workers' or the api's
 //! code), what the api must report: DAU, top events and pages, each course's analytics and each
 //! learner's stats. [`Generated::deliveries`] turns the events into the requests a real fleet of
 //! clients would send ([`Mix`]): single events resent in a later request, whole batches sent twice,
@@ -178,7 +178,7 @@ impl Workload {
 
     /// Anonymous visitors (an `anonymousId`, never a `userId`): on a day or two they land on the
     /// home page, list the courses, look at one and sometimes at its price, and leave. They count
-    /// as active users and course viewers under their anonymous id (CONTRACT.md §6).
+    /// as active users and course viewers under their anonymous id (docs/contract.md §6).
     fn visitors(&self, events: &mut Vec<Value>, start: NaiveDate) {
         let mut rng = fastrand::Rng::with_seed(self.seed ^ VISITOR_SEED);
         for visitor in 0..self.learners.div_ceil(VISITORS_PER_LEARNER) {
@@ -214,7 +214,7 @@ impl Workload {
 }
 
 /// Distinct users per UTC day of `timestamp`, counted from the events themselves: a user is the
-/// `userId`, else the `anonymousId` (CONTRACT.md §6).
+/// `userId`, else the `anonymousId` (docs/contract.md §6).
 pub fn dau(events: &[Value]) -> BTreeMap<NaiveDate, usize> {
     let mut days: BTreeMap<NaiveDate, BTreeSet<&str>> = BTreeMap::new();
     for event in events {
@@ -458,7 +458,7 @@ impl Generated {
     }
 }
 
-/// An event name as ingest stores it (CONTRACT.md §4): names are snake_case, so runs of
+/// An event name as ingest stores it (docs/contract.md §4): names are snake_case, so runs of
 /// characters other than letters and digits become one `_` and a lower-to-upper case change
 /// starts a word (`"Course Viewed"` and `courseViewed` are `course_viewed`); page calls are
 /// `page_view`, screen calls `screen_view`.
@@ -620,7 +620,7 @@ impl Generated {
     }
 }
 
-/// The distinct events as the metrics see them (CONTRACT.md §4–§6), indexed by course and by
+/// The distinct events as the metrics see them (docs/contract.md §4–§6), indexed by course and by
 /// user, and the answers the api must give, computed from them by brute force.
 #[derive(Debug)]
 pub struct Truth<'a> {
@@ -659,7 +659,7 @@ impl<'a> Truth<'a> {
         json!(counts)
     }
 
-    /// A course's analytics over `from..=to` (CONTRACT.md §6 "Course daily analytics"), in the
+    /// A course's analytics over `from..=to` (docs/contract.md §6 "Course daily analytics"), in the
     /// shape of the api's `GET /v1/courses/{id}/analytics`: `totals`, the `series` of every day
     /// and the five `popular_modules`. Views are `course_viewed` events; interactions are the
     /// course's other events; active learners are the users with any event of the course, viewers
@@ -757,7 +757,7 @@ impl<'a> Truth<'a> {
         })
     }
 
-    /// A user's learning stats (CONTRACT.md §6 "User learning stats") as of `today`, in the shape
+    /// A user's learning stats (docs/contract.md §6 "User learning stats") as of `today`, in the shape
     /// of the api's `GET /v1/users/{id}/stats`; None for a user without events. Quizzes taken and
     /// passed are distinct quizzes (passed: any attempt passed); the average quiz score is over
     /// attempts, each as a percentage of its maximum; points are those of each distinct badge

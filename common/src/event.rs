@@ -1,6 +1,6 @@
 //! The event as ingest accepted it and workers store it: Segment's fields after validation and
 //! normalisation, carrying the project (tenant) it belongs to. Field names are those of the stored
-//! MongoDB documents (CONTRACT.md §4), so the JSON that crosses JetStream and the document in
+//! MongoDB documents (docs/contract.md §4), so the JSON that crosses JetStream and the document in
 //! `events` read the same.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -99,7 +99,7 @@ pub struct Event {
 }
 
 impl Event {
-    /// The identity metrics count: the user id, else the anonymous id (CONTRACT.md §6).
+    /// The identity metrics count: the user id, else the anonymous id (docs/contract.md §6).
     pub fn user_key(&self) -> &str {
         self.user_id
             .as_deref()

@@ -3,7 +3,7 @@
 //! random id, so tests run in parallel without seeing each other. Dropping it removes them.
 //!
 //! The servers themselves come from `./scripts/services up`; their base addresses from the usual
-//! `DATABASE_URL`, `MONGO_URI` and `NATS_URL` variables (defaults as in CONTRACT.md §2).
+//! `DATABASE_URL`, `MONGO_URI` and `NATS_URL` variables (defaults as in docs/contract.md §2).
 
 use std::{str::FromStr as _, time::Duration};
 

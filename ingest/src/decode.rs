@@ -1,6 +1,6 @@
 //! From request bytes to accepted events. The envelope is parsed once with simd-json; then every
 //! event is validated and normalised on its own, so one bad event is rejected with its index,
-//! messageId and reason while the rest of the batch is accepted (CONTRACT.md §4).
+//! messageId and reason while the rest of the batch is accepted (docs/contract.md §4).
 
 use std::{collections::HashSet, time::Duration};
 

@@ -1,4 +1,4 @@
-//! The Prometheus metrics ingest records (CONTRACT.md §8), described once so `/metrics` carries
+//! The Prometheus metrics ingest records (docs/contract.md §8), described once so `/metrics` carries
 //! HELP text and units for each.
 
 use metrics::{describe_counter, describe_histogram, Unit};

@@ -1,5 +1,5 @@
 //! The hyper server: routes, CORS, authentication, rate limits, body limits and decompression,
-//! and the response shapes of CONTRACT.md §4. [`App::serve`] takes its listener and shutdown token
+//! and the response shapes of docs/contract.md §4. [`App::serve`] takes its listener and shutdown token
 //! from the caller, so tests bind port 0 and stop it at will.
 
 use std::{
@@ -536,8 +536,8 @@ fn preflight_response() -> Response<Full<Bytes>> {
 const DEFAULT_ALLOWED_HEADERS: &str = "authorization, content-type, content-encoding";
 
 /// Puts CORS headers on every response, errors included, so browsers let pages read why a request
-/// failed: the origin is echoed (with credentials allowed, as `*` would forbid them), and a
-/// preflight's requested headers are allowed.
+/// failed: the origin is echoed (without `Allow-Credentials`: keys travel in headers or the
+/// body, never in cookies), and a preflight's requested headers are allowed.
 fn cors(response: &mut Response<Full<Bytes>>, origin: Option<HeaderValue>, requested: &Option<HeaderValue>) {
     let headers = response.headers_mut();
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));

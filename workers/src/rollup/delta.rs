@@ -157,7 +157,7 @@ impl Delta {
         delta
     }
 
-    /// Adds one event to every rollup it concerns (CONTRACT.md §5–§6).
+    /// Adds one event to every rollup it concerns (docs/contract.md §5–§6).
     pub fn add(&mut self, event: &Event) {
         let project = &event.project;
         let user = event.user_key().to_owned();

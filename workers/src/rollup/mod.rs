@@ -1,4 +1,4 @@
-//! The rollups of CONTRACT.md §6. [`Delta`] is what a set of events adds to every rollup, computed
+//! The rollups of docs/contract.md §6. [`Delta`] is what a set of events adds to every rollup, computed
 //! by one pure function ([`Delta::add`]) that both the incremental path (one batch at a time) and
 //! `workers reconcile` (everything, recomputed from MongoDB) use, so the two cannot disagree on a
 //! definition. [`apply`] writes a delta inside the caller's transaction.
