@@ -77,6 +77,12 @@ pub struct Config {
     /// the api's longest funnel range.
     #[arg(long = "event-log-retention", env = "WORKERS_EVENT_LOG_RETENTION", default_value = "400d", value_parser = parse_duration)]
     pub event_log_retention: Duration,
+    /// How long raw events stay in MongoDB `events`, by event time (0: for ever). Checked every
+    /// hour; what is older is deleted, late arrivals included. `workers reconcile` can only check
+    /// ranges still inside it. Keep it at most `WORKERS_EVENT_LOG_RETENTION`'s, so a resend of a
+    /// deleted event is still recognised.
+    #[arg(long = "raw-event-retention", env = "WORKERS_RAW_EVENT_RETENTION", default_value = "0s", value_parser = parse_duration)]
+    pub raw_event_retention: Duration,
     /// User ordinals kept in memory (each saves a PostgreSQL lookup per batch).
     #[arg(long = "ordinal-cache", env = "WORKERS_ORDINAL_CACHE", default_value_t = 500_000)]
     pub ordinal_cache: u64,

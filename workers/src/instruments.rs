@@ -62,6 +62,11 @@ pub fn describe() {
         "`student_learning_paths` documents rewritten by the flusher."
     );
     describe_counter!(
+        "workers_raw_events_pruned_total",
+        Unit::Count,
+        "Raw events deleted from MongoDB past WORKERS_RAW_EVENT_RETENTION."
+    );
+    describe_counter!(
         "workers_ledger_pruned_total",
         Unit::Count,
         "Ledger rows deleted past the retention."

@@ -21,4 +21,4 @@ mod worker;
 pub use config::{Config, DlqCommand, DlqConfig, DlqSelect, Failpoint, ReconcileConfig};
 pub use error::WorkerError;
 pub use reconcile::{reconcile, Difference};
-pub use worker::Worker;
+pub use worker::{prune_raw_events_once, Worker};

@@ -177,6 +177,24 @@ impl EventStore {
         Ok(inserted)
     }
 
+    /// Deletes the stored events of `project` whose event time is before `cutoff`; how many.
+    /// On a real MongoDB the `(project, ts)` index serves the filter; FerretDB 1.24 reads the
+    /// project's documents to apply the range (docs/ferretdb.md), once per call.
+    pub async fn delete_before(&self, project: &str, cutoff: chrono::DateTime<chrono::Utc>) -> anyhow::Result<u64> {
+        let cutoff = bson::DateTime::from_millis(cutoff.timestamp_millis());
+        let deleted = self
+            .events
+            .delete_many(doc! {field::PROJECT: project, field::TS: {"$lt": cutoff}})
+            .with_options(
+                mongodb::options::DeleteOptions::builder()
+                    .write_concern(self.write_concern.clone())
+                    .build(),
+            )
+            .await
+            .context("cannot delete expired events from MongoDB `events`")?;
+        Ok(deleted.deleted_count)
+    }
+
     /// How many events of `project` are stored with a `day` from `from` to `to`. Reads the
     /// project by equality (which FerretDB pushes down) and only each document's `day`.
     pub async fn count_in_days(&self, project: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<u64> {

@@ -281,6 +281,12 @@ impl Worker {
                 config.event_log_retention,
                 background.clone(),
             )),
+            tokio::spawn(prune_raw_events(
+                self.inner.pool.clone(),
+                self.inner.store.clone(),
+                config.raw_event_retention,
+                background.clone(),
+            )),
             tokio::spawn({
                 let in_flight = self.inner.in_flight.clone();
                 paths::run(
@@ -1035,6 +1041,47 @@ async fn report_pending(mut consumer: PullConsumer, shutdown: CancellationToken)
             metrics::gauge!("workers_consumer_ack_pending_messages").set(info.num_ack_pending as f64);
         }
     }
+}
+
+/// Deletes raw events older than `retention` (zero: never) from MongoDB, every hour, project by
+/// project (every project with events has a `project_counters` row).
+async fn prune_raw_events(pool: sqlx::PgPool, store: EventStore, retention: Duration, shutdown: CancellationToken) {
+    if retention.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        if let Err(error) = prune_raw_events_once(&pool, &store, cutoff, &shutdown).await {
+            tracing::warn!(%error, "cannot prune raw events");
+        }
+    }
+}
+
+/// One pass of [`prune_raw_events`]: every project's events before `cutoff`; how many.
+pub async fn prune_raw_events_once(
+    pool: &sqlx::PgPool,
+    store: &EventStore,
+    cutoff: chrono::DateTime<Utc>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let projects: Vec<String> = sqlx::query_scalar("select project from project_counters order by project")
+        .fetch_all(pool)
+        .await?;
+    let mut total = 0;
+    for project in projects {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let deleted = store.delete_before(&project, cutoff).await?;
+        metrics::counter!("workers_raw_events_pruned_total").increment(deleted);
+        total += deleted;
+    }
+    Ok(total)
 }
 
 /// Deletes ledger rows of events older than the retention, in bounded batches, every hour.

@@ -284,3 +284,55 @@ async fn group_calls_keep_the_latest_traits_and_the_first_join_whatever_the_arri
     assert!(reconcile(&env).await.is_empty());
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn raw_events_past_the_retention_are_deleted_and_the_rollups_kept() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let shutdown = start_worker(&env).await;
+    // 40 events of p1 over March 1-20, and one of p2 on March 1.
+    let mut events = support::events(40);
+    let mut other = event("p2-only", "v1", 1, 0);
+    other["project"] = "p2".into();
+    events.push(other);
+    publisher.publish("m1", &events).await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(stored(&env).await, 41);
+
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let store = support::store(&env).await;
+    let cutoff = "2026-03-11T00:00:00Z".parse().unwrap();
+    let expired = events
+        .iter()
+        .filter(|e| e["ts"].as_str().unwrap() < "2026-03-11")
+        .count() as u64;
+    let deleted = workers::prune_raw_events_once(&pool, &store, cutoff, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(deleted, expired);
+    assert_eq!(stored(&env).await, 41 - expired);
+    let mongo = mongodb::Client::with_uri_str(&env.mongo_uri).await.unwrap();
+    let left: Vec<Document> = {
+        use futures::TryStreamExt as _;
+        mongo
+            .database(&env.mongo_db)
+            .collection::<Document>("events")
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    assert!(
+        left.iter().all(|d| d.get_str("day").unwrap() >= "2026-03-11"),
+        "only events on or after the cutoff remain"
+    );
+    // The rollups keep counting what was deleted; a second pass finds nothing.
+    assert_eq!(total_counted(&pool).await, 41);
+    let again = workers::prune_raw_events_once(&pool, &store, cutoff, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    shutdown.cancel();
+}
