@@ -1043,6 +1043,19 @@ async fn report_pending(mut consumer: PullConsumer, shutdown: CancellationToken)
     }
 }
 
+/// Waits for the next `tick` of a retention task, then gives the time before which data has
+/// expired; `None` once `shutdown` is cancelled.
+async fn next_cutoff(
+    tick: &mut tokio::time::Interval,
+    retention: Duration,
+    shutdown: &CancellationToken,
+) -> Option<chrono::DateTime<Utc>> {
+    tokio::select! {
+        () = shutdown.cancelled() => None,
+        _ = tick.tick() => Some(Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX)),
+    }
+}
+
 /// Deletes raw events older than `retention` (zero: never) from MongoDB, every hour, project by
 /// project (every project with events has a `project_counters` row).
 async fn prune_raw_events(pool: sqlx::PgPool, store: EventStore, retention: Duration, shutdown: CancellationToken) {
@@ -1050,12 +1063,7 @@ async fn prune_raw_events(pool: sqlx::PgPool, store: EventStore, retention: Dura
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(3_600));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let cutoff = Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    while let Some(cutoff) = next_cutoff(&mut tick, retention, &shutdown).await {
         if let Err(error) = prune_raw_events_once(&pool, &store, cutoff, &shutdown).await {
             tracing::warn!(%error, "cannot prune raw events");
         }
@@ -1087,12 +1095,7 @@ pub async fn prune_raw_events_once(
 /// Deletes ledger rows of events older than the retention, in bounded batches, every hour.
 async fn prune_ledger(pool: sqlx::PgPool, retention: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3_600));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let cutoff = Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    while let Some(cutoff) = next_cutoff(&mut tick, retention, &shutdown).await {
         loop {
             match ledger::prune(&pool, cutoff, 10_000).await {
                 Ok(0) => break,
