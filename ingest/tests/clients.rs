@@ -13,15 +13,8 @@ use std::{
 };
 
 use common::testing::eventually;
-use support::{spawn_app, stream_messages, KEY};
+use support::{cache_dir, spawn_app, stream_messages, KEY};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"))
-        .join("analytics-pipeline")
-}
 
 /// The venv's python with segment-analytics-python (./scripts/test creates it).
 fn segment_python() -> PathBuf {

@@ -159,6 +159,14 @@ pub fn track(id: &str, user: &str, name: &str) -> Value {
     serde_json::json!({"type": "track", "event": name, "userId": user, "messageId": id, "properties": {"course_id": "c1"}})
 }
 
+/// Where ./scripts/test installs the real clients (venv, node_modules): outside the clone.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"))
+        .join("analytics-pipeline")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
