@@ -237,7 +237,7 @@ pub async fn listen(cache: ResponseCache, url: String, subject: String, shutdown
                 }
             }
         })
-        .connect(&url);
+        .connect(common::config::servers(&url));
     let client = tokio::select! {
         client = connect => client,
         () = shutdown.cancelled() => return,

@@ -7,7 +7,8 @@ use std::time::Duration;
 /// Where the NATS server is and which JetStream stream carries accepted events.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsConfig {
-    /// NATS server URL (JetStream must be enabled on it).
+    /// NATS server URL (JetStream must be enabled on it); for a cluster, several separated by
+    /// commas, so a process (re)starting while one node is down connects to another.
     #[arg(
         id = "nats_url",
         long = "nats-url",
@@ -38,6 +39,19 @@ pub struct NatsConfig {
     /// Stream replicas: 1 for a single server, 3 on a NATS cluster.
     #[arg(long = "nats-stream-replicas", env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+}
+
+impl NatsConfig {
+    /// The servers of `url`, one per comma-separated entry, for `async_nats` to connect to (it then
+    /// learns the rest of a cluster from the servers themselves).
+    pub fn servers(&self) -> Vec<&str> {
+        servers(&self.url)
+    }
+}
+
+/// The servers of a comma-separated list of NATS URLs (empty entries skipped).
+pub fn servers(urls: &str) -> Vec<&str> {
+    urls.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
 }
 
 /// Where PostgreSQL is.
@@ -136,6 +150,15 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("nats://h:4222"), "nats://h:4222");
+    }
+
+    #[test]
+    fn nats_url_lists_split_on_commas() {
+        assert_eq!(servers("nats://a:1"), ["nats://a:1"]);
+        assert_eq!(
+            servers("nats://a:1, nats://b:2,,nats://c:3"),
+            ["nats://a:1", "nats://b:2", "nats://c:3"]
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn reconcile(config: workers::ReconcileConfig) -> anyhow::Result<()> {
 
 #[allow(clippy::print_stdout)] // The listing is the command's output.
 async fn dlq(config: workers::DlqConfig) -> anyhow::Result<()> {
-    let nats = async_nats::connect(&config.nats.url)
+    let nats = async_nats::connect(config.nats.servers())
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(nats);

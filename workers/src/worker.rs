@@ -200,7 +200,7 @@ impl Worker {
         let nats = async_nats::ConnectOptions::new()
             .name("workers")
             .retry_on_initial_connect()
-            .connect(&config.nats.url)
+            .connect(config.nats.servers())
             .await
             .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
         let js = jetstream::new(nats.clone());

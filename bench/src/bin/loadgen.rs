@@ -97,6 +97,10 @@ struct Args {
     /// reached (restarting, or its stream is down), before the run fails.
     #[arg(long, default_value_t = 10)]
     retry_for_s: u64,
+    /// Write every refused attempt here, one `<unix time, seconds> <status>` line each (status 0:
+    /// no answer), for scripts/chaos to time how long ingest refused after each fault.
+    #[arg(long)]
+    refusals_out: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -183,6 +187,14 @@ async fn send(
     let retry_for = Duration::from_secs(args.retry_for_s);
     let retried = std::sync::atomic::AtomicU64::new(0);
     let retried = &retried;
+    let refusals = std::sync::Mutex::new(Vec::<(f64, u16)>::new());
+    let refused = |status: u16| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        refusals.lock().expect("not poisoned").push((now.as_secs_f64(), status));
+    };
+    let refused = &refused;
     let results: Vec<anyhow::Result<(u64, u64)>> = stream::iter(deliveries.requests.iter().enumerate())
         .map(|(n, batch)| {
             let (client, url, key) = (client.clone(), url.clone(), args.write_key.clone());
@@ -211,7 +223,10 @@ async fn send(
                         Ok(response) => response,
                         // Not reached, or the connection dropped before the answer (ingest
                         // killed): the events may or may not be in; send them again.
-                        Err(_) => continue,
+                        Err(_) => {
+                            refused(0);
+                            continue;
+                        }
                     };
                     let status = response.status();
                     let reply: Value = response.json().await.unwrap_or_default();
@@ -223,6 +238,7 @@ async fn send(
                         let count = |field: &str| reply[field].as_u64().unwrap_or_default();
                         return Ok((count("accepted"), count("duplicates")));
                     }
+                    refused(status.as_u16());
                     anyhow::ensure!(
                         status.is_server_error() || status.as_u16() == 429,
                         "ingest answered {status}: {reply}"
@@ -235,6 +251,12 @@ async fn send(
         .collect()
         .await;
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.refusals_out {
+        let mut lines = refusals.into_inner().expect("not poisoned");
+        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: String = lines.iter().map(|(at, status)| format!("{at:.3} {status}\n")).collect();
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let (mut accepted, mut in_request_duplicates) = (0, 0);
     for result in results {
         let (a, d) = result?;

@@ -29,7 +29,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = async_nats::connect(&args.nats_url)
+    let client = async_nats::connect(common::config::servers(&args.nats_url))
         .await
         .context("cannot connect to NATS")?;
     let js = async_nats::jetstream::new(client);
