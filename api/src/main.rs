@@ -1,9 +1,10 @@
 //! `api`: telemetry, then config, then build, then serve until SIGINT/SIGTERM. `api keys …` manages
-//! the API keys stored in PostgreSQL instead (see `api keys --help`).
+//! the API keys stored in PostgreSQL instead (see `api keys --help`), `api origins …` the browser
+//! origins allowed to send each project's events to ingest.
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Subcommand as _};
-use common::{config::PostgresConfig, keys};
+use common::{config::PostgresConfig, keys, origins};
 
 /// Subcommands besides serving (which is what `api` with no subcommand does, as always).
 #[derive(clap::Subcommand, Debug)]
@@ -14,6 +15,31 @@ enum Command {
         action: KeysAction,
         #[command(flatten)]
         postgres: PostgresConfig,
+    },
+    /// Set and list the browser origins allowed to send a project's events to ingest (CORS).
+    Origins {
+        #[command(subcommand)]
+        action: OriginsAction,
+        #[command(flatten)]
+        postgres: PostgresConfig,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum OriginsAction {
+    /// Replaces the project's allow-list; with no `--origin`, every origin may send again. Ingest
+    /// applies it within its key cache's time to live.
+    Set {
+        #[arg(long)]
+        project: String,
+        /// `https://host[:port]`, repeated for each page origin.
+        #[arg(long = "origin", value_parser = origins::normalise)]
+        origins: Vec<String>,
+    },
+    /// Prints the project's allowed origins, one per line (none: every origin is allowed).
+    List {
+        #[arg(long)]
+        project: String,
     },
 }
 
@@ -77,11 +103,18 @@ async fn main() -> anyhow::Result<()> {
     app.serve(listener, shutdown).await
 }
 
-/// Runs `api keys …`: applies the migrations (so the table exists), then does the one thing asked.
-/// Output is for people and scripts alike: `create` prints the key alone on its first line.
-#[allow(clippy::print_stdout)]
+/// Runs `api keys …` or `api origins …`: applies the migrations (so the tables exist), then does
+/// the one thing asked.
 async fn run_command(command: Command) -> anyhow::Result<()> {
-    let Command::Keys { action, postgres } = command;
+    match command {
+        Command::Keys { action, postgres } => keys_command(action, &connect(&postgres).await?).await,
+        Command::Origins { action, postgres } => origins_command(action, &connect(&postgres).await?).await,
+    }
+}
+
+/// One connection, with the schema migrated by its one owner (common::schema), which the workers
+/// also apply at start.
+async fn connect(postgres: &PostgresConfig) -> anyhow::Result<sqlx::PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(10))
@@ -93,15 +126,21 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 common::config::redact(&postgres.url)
             )
         })?;
-    // The one schema owner (common::schema) that the workers also apply at start.
     common::schema::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// `api keys …`. Output is for people and scripts alike: `create` prints the key alone on its
+/// first line.
+#[allow(clippy::print_stdout)]
+async fn keys_command(action: KeysAction, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     match action {
         KeysAction::Create { project, scope } => {
             anyhow::ensure!(
                 common::stream::is_valid_project(&project),
                 "project {project:?} must be 1 to 64 letters, digits, `_` or `-`"
             );
-            let (key, secret) = keys::create(&pool, &project, scope)
+            let (key, secret) = keys::create(pool, &project, scope)
                 .await
                 .context("cannot create the key")?;
             println!("{secret}");
@@ -111,12 +150,12 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             );
         }
         KeysAction::Revoke { id } => {
-            let revoked = keys::revoke(&pool, id).await.context("cannot revoke the key")?;
+            let revoked = keys::revoke(pool, id).await.context("cannot revoke the key")?;
             anyhow::ensure!(revoked, "no unrevoked key has id {id}");
             println!("revoked {id}");
         }
         KeysAction::List { project } => {
-            for key in keys::list(&pool, &project).await.context("cannot list the keys")? {
+            for key in keys::list(pool, &project).await.context("cannot list the keys")? {
                 let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
                 println!(
                     "{}\t{}\t{}\tcreated={}\trevoked={revoked}",
@@ -125,6 +164,39 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                     key.scope,
                     key.created_at.to_rfc3339()
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `api origins …`.
+#[allow(clippy::print_stdout)]
+async fn origins_command(action: OriginsAction, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    match action {
+        OriginsAction::Set { project, origins } => {
+            anyhow::ensure!(
+                common::stream::is_valid_project(&project),
+                "project {project:?} must be 1 to 64 letters, digits, `_` or `-`"
+            );
+            origins::set(pool, &project, &origins)
+                .await
+                .context("cannot set the origins")?;
+            if origins.is_empty() {
+                println!("project {project}: every origin may send events");
+            } else {
+                println!(
+                    "project {project}: only {} may send events from a browser",
+                    origins.join(", ")
+                );
+            }
+        }
+        OriginsAction::List { project } => {
+            for origin in origins::allowed(pool, &project)
+                .await
+                .context("cannot list the origins")?
+            {
+                println!("{origin}");
             }
         }
     }
@@ -156,5 +228,40 @@ mod tests {
             .unwrap();
         assert!(matches.subcommand().is_none());
         assert_eq!(api::Config::from_arg_matches(&matches).unwrap().read_key, "rk");
+    }
+
+    #[test]
+    fn origins_are_normalised_on_the_command_line_and_bad_ones_refused() {
+        use clap::FromArgMatches as _;
+        let matches = super::cli()
+            .try_get_matches_from([
+                "api",
+                "origins",
+                "set",
+                "--project",
+                "p",
+                "--origin",
+                "HTTPS://Learn.Example/",
+            ])
+            .unwrap();
+        let super::Command::Origins {
+            action: super::OriginsAction::Set { origins, .. },
+            ..
+        } = super::Command::from_arg_matches(&matches).unwrap()
+        else {
+            panic!("not `origins set`");
+        };
+        assert_eq!(origins, ["https://learn.example"]);
+        assert!(super::cli()
+            .try_get_matches_from([
+                "api",
+                "origins",
+                "set",
+                "--project",
+                "p",
+                "--origin",
+                "learn.example/path"
+            ])
+            .is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod documents;
 pub mod event;
 pub mod keys;
+pub mod origins;
 pub mod schema;
 pub mod serve;
 pub mod shutdown;

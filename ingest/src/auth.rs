@@ -3,10 +3,14 @@
 //! hash, so the database sees at most one query per key and TTL however hot the key, and a revoked
 //! key stops working within the TTL. An optional static key from the configuration (the bootstrap
 //! key of demos and first set-up) is checked first, in constant time, without the database.
+//! With the key comes its project's browser origin allow-list (`common::origins`), cached alike.
 
 use std::{sync::Arc, time::Duration};
 
-use common::keys::{self, Scope};
+use common::{
+    keys::{self, Scope},
+    origins,
+};
 use sqlx::PgPool;
 
 use crate::error::IngestError;
@@ -20,6 +24,25 @@ pub struct Sender {
     pub project: Arc<str>,
     /// Stable per key and never the key itself (the stored key's id, or `static`).
     pub key_id: Arc<str>,
+    /// The browser origins the project accepts events from; empty: every origin.
+    pub origins: Arc<[String]>,
+}
+
+impl Sender {
+    /// Refuses a browser request from an origin outside the project's allow-list (403); requests
+    /// without `Origin` (servers, mobile apps) are not browser requests and pass.
+    pub fn admit(self, origin: Option<&http::HeaderValue>) -> Result<Self, IngestError> {
+        match origin {
+            Some(origin) if !origins::is_allowed(&self.origins, origin.as_bytes()) => {
+                Err(IngestError::OriginNotAllowed(format!(
+                    "origin {} may not send events of project {}: add it with `api origins set`",
+                    String::from_utf8_lossy(origin.as_bytes()),
+                    self.project
+                )))
+            }
+            _ => Ok(self),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -33,12 +56,14 @@ pub struct WriteKeys {
 }
 
 impl WriteKeys {
-    pub fn new(static_key: Option<(String, String)>, pool: PgPool, ttl: Duration) -> Self {
+    /// `static_key`: the configured key, its project and that project's allowed origins.
+    pub fn new(static_key: Option<(String, String, Vec<String>)>, pool: PgPool, ttl: Duration) -> Self {
         Self {
-            static_key: static_key.map(|(key, project)| {
+            static_key: static_key.map(|(key, project, origins)| {
                 let sender = Sender {
                     project: project.into(),
                     key_id: "static".into(),
+                    origins: origins.into(),
                 };
                 (key, sender)
             }),
@@ -67,10 +92,14 @@ impl WriteKeys {
         let found = self
             .cache
             .try_get_with(keys::hash(key), async move {
-                let found = keys::lookup(pool, key).await?;
-                Ok::<_, sqlx::Error>(found.filter(|k| k.scope == Scope::Write).map(|k| Sender {
-                    project: k.project.into(),
-                    key_id: k.id.to_string().into(),
+                let Some(found) = keys::lookup(pool, key).await?.filter(|k| k.scope == Scope::Write) else {
+                    return Ok(None);
+                };
+                let allowed = origins::allowed(pool, &found.project).await?;
+                Ok::<_, sqlx::Error>(Some(Sender {
+                    project: found.project.into(),
+                    key_id: found.id.to_string().into(),
+                    origins: allowed.into(),
                 }))
             })
             .await

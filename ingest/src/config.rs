@@ -32,6 +32,11 @@ pub struct Config {
     /// The project (tenant) whose events the static write key sends.
     #[arg(long = "project", env = "INGEST_PROJECT", default_value = "default")]
     pub project: String,
+    /// Browser origins allowed to send with the static write key, comma-separated
+    /// (`https://learn.example.com`); unset: every origin. Keys from PostgreSQL follow their
+    /// project's list (`api origins set`).
+    #[arg(long = "allowed-origins", env = "INGEST_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = common::origins::normalise)]
+    pub allowed_origins: Vec<String>,
     /// How long a key lookup (found or not) is cached: a revoked key stops working, and a new one
     /// starts working, within this time.
     #[arg(long = "key-cache-ttl", env = "INGEST_KEY_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]

@@ -19,6 +19,8 @@ pub enum IngestError {
     RequestTimeout(Duration),
     #[error("no such endpoint; events go to POST /v1/batch, /v1/track, /v1/page, /v1/screen, /v1/identify, /v1/group or /v1/alias")]
     NotFound,
+    #[error("{0}")]
+    OriginNotAllowed(String),
     #[error("method not allowed here; use POST")]
     MethodNotAllowed,
     #[error("too many events in flight; retry shortly")]
@@ -36,6 +38,7 @@ impl IngestError {
             IngestError::BadRequest(_) => StatusCode::BAD_REQUEST,
             IngestError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             IngestError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::NotFound => StatusCode::NOT_FOUND,
             IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -61,6 +64,7 @@ impl IngestError {
             IngestError::BadRequest(_) => "bad_request",
             IngestError::PayloadTooLarge(_) => "payload_too_large",
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::OriginNotAllowed(_) => "origin_not_allowed",
             IngestError::RequestTimeout(_) => "request_timeout",
             IngestError::NotFound => "not_found",
             IngestError::MethodNotAllowed => "method_not_allowed",

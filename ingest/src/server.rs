@@ -75,7 +75,7 @@ impl App {
         let nats = async_nats::ConnectOptions::new()
             .name("ingest")
             .retry_on_initial_connect()
-            .connect(&config.nats.url)
+            .connect(config.nats.servers())
             .await
             .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
         let js = jetstream::ContextBuilder::new()
@@ -98,7 +98,10 @@ impl App {
             .connect_lazy(&config.postgres.url)
             .context("invalid DATABASE_URL")?;
         let keys = WriteKeys::new(
-            config.write_key.clone().map(|key| (key, config.project.clone())),
+            config
+                .write_key
+                .clone()
+                .map(|key| (key, config.project.clone(), config.allowed_origins.clone())),
             pool.clone(),
             config.key_cache_ttl,
         );
@@ -193,8 +196,10 @@ impl App {
             None => Err(IngestError::NotFound),
             Some(_) if request.method() == Method::OPTIONS => Ok(None),
             Some(_) if request.method() != Method::POST => Err(IngestError::MethodNotAllowed),
-            Some(route) => self.ingest(request, route.endpoint()).await.map(Some),
+            Some(route) => self.ingest(request, route.endpoint(), origin.as_ref()).await.map(Some),
         };
+        // A refused origin is not told anything it could read.
+        let origin = origin.filter(|_| !matches!(result, Err(IngestError::OriginNotAllowed(_))));
         let mut response = match result {
             Ok(None) => preflight_response(),
             Ok(Some(_)) if matches!(route, Some(Route::Beacon)) => empty_response(StatusCode::NO_CONTENT),
@@ -214,13 +219,18 @@ impl App {
         response
     }
 
-    async fn ingest(&self, request: Request<Incoming>, endpoint: Endpoint) -> Result<serde_json::Value, IngestError> {
+    async fn ingest(
+        &self,
+        request: Request<Incoming>,
+        endpoint: Endpoint,
+        origin: Option<&HeaderValue>,
+    ) -> Result<serde_json::Value, IngestError> {
         let config = &self.inner.config;
         let received_at = Utc::now();
         let header_key = key_from_headers(request.headers()).or_else(|| key_from_query(request.uri().query()));
         let mut sender = None;
         if let Some(key) = &header_key {
-            sender = Some(self.inner.keys.authenticate(key).await?);
+            sender = Some(self.inner.keys.authenticate(key).await?.admit(origin)?);
         }
         let encoding = Encoding::of(request.headers())?;
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
@@ -248,7 +258,7 @@ impl App {
         let sender = match sender {
             Some(sender) => sender,
             None => match body_write_key(&body)? {
-                Some(key) => self.inner.keys.authenticate(&key).await?,
+                Some(key) => self.inner.keys.authenticate(&key).await?.admit(origin)?,
                 None => return Err(IngestError::Unauthorized),
             },
         };

@@ -32,6 +32,7 @@ pub fn config(env: &TestEnv) -> Config {
         },
         write_key: Some(KEY.to_owned()),
         project: PROJECT.to_owned(),
+        allowed_origins: Vec::new(),
         key_cache_ttl: Duration::from_secs(30),
         rate_limit: RateLimit::default(),
         coalescing: Coalescing::default(),
