@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
-use common::testing::{eventually, free_addr, workspace_binary as binary, Service, TestEnv};
 use serde_json::{json, Value};
+use test_support::{eventually, free_addr, workspace_binary as binary, Service, TestEnv};
 
 const WRITE_KEY: &str = "wk_end_to_end";
 const READ_KEY: &str = "rk_end_to_end";

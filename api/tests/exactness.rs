@@ -14,10 +14,10 @@ use std::{
 
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use clap::Parser as _;
-use common::testing::{eventually, TestEnv};
 use futures::StreamExt as _;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Map, Value};
+use test_support::{eventually, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 const WRITE_KEY: &str = "wk_exactness";

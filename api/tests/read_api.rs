@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser as _;
-use common::{
-    stream::{ensure_events_stream, Subjects},
-    testing::{eventually, TestEnv},
-};
+use common::stream::{ensure_events_stream, Subjects};
 use futures::StreamExt as _;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
+use test_support::{eventually, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "test-secret-of-at-least-32-bytes!!";

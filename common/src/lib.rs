@@ -15,6 +15,3 @@ pub mod serve;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
-
-#[cfg(feature = "testing")]
-pub mod testing;

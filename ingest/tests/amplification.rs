@@ -6,8 +6,8 @@
 
 use std::{io::Write as _, time::Duration};
 
-use common::testing::{eventually, free_addr, Service, TestEnv};
 use reqwest::StatusCode;
+use test_support::{eventually, free_addr, Service, TestEnv};
 
 /// Peak resident memory of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {

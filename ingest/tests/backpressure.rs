@@ -7,9 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::testing::{eventually, TestEnv};
 use serde_json::{json, Value};
 use support::{spawn_app_with, spawn_in, track, PrivateNats, TestApp, KEY};
+use test_support::{eventually, TestEnv};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn batch(prefix: &str, n: usize) -> Value {

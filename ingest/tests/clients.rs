@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use common::testing::eventually;
 use support::{cache_dir, spawn_app, stream_messages, KEY};
+use test_support::eventually;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The venv's python with segment-analytics-python (./scripts/test creates it).

@@ -6,9 +6,9 @@ mod support;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::testing::eventually;
 use serde_json::json;
 use support::{spawn_app_with, stored_with_subjects, track};
+use test_support::eventually;
 
 /// A binary of this workspace, built by `cargo test --workspace` next to the test executables.
 fn binary(name: &str) -> PathBuf {

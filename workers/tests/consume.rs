@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use clap::Parser as _;
-use common::{
-    stream::{ensure_events_stream, Subjects},
-    testing::{eventually, TestEnv},
-};
+use common::stream::{ensure_events_stream, Subjects};
 use mongodb::bson::{doc, Document};
+use test_support::{eventually, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 fn event(project: &str, id: &str, user: &str, ts: &str) -> serde_json::Value {

@@ -8,10 +8,10 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser as _;
-use common::testing::TestEnv;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use support::{drained, event, paths_flushed, reconcile, stored, Publisher};
+use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 async fn start_worker(env: &TestEnv) -> CancellationToken {

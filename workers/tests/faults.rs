@@ -7,8 +7,8 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::testing::{eventually, PrivateNats, Proxy, Service, TestEnv};
 use support::{assert_exactly_once, drained, events, stored, worker_env, Publisher};
+use test_support::{eventually, PrivateNats, Proxy, Service, TestEnv};
 
 const EVENTS: usize = 400;
 

@@ -3,9 +3,10 @@
 //! where the servers are FerretDB on PostgreSQL (`./scripts/services`' default), which sets
 //! `WORKERS_FERRETDB_POSTGRESQL_URL`; with mongod or FerretDB on SQLite there is nothing to test.
 
-use common::{documents::LEARNING_PATHS, testing::TestEnv};
+use common::documents::LEARNING_PATHS;
 use mongodb::bson::{doc, Document};
 use sqlx::Connection as _;
+use test_support::TestEnv;
 
 #[tokio::test]
 async fn lookups_by_id_use_the_gin_index_on_the_postgresql_backend() {

@@ -3,11 +3,9 @@
 //! flusher's record of it (a crash between the insert and the record, or a deployment of an
 //! earlier version) is rewritten all the same.
 
-use common::{
-    documents::{learning_path_id, LEARNING_PATHS},
-    testing::TestEnv,
-};
+use common::documents::{learning_path_id, LEARNING_PATHS};
 use mongodb::bson::{doc, Document};
+use test_support::TestEnv;
 
 async fn progress(pool: &sqlx::PgPool, user: &str, course: &str, lessons: &[(&str, bool, i64)]) {
     for (lesson, completed, spent) in lessons {

@@ -21,10 +21,10 @@ use std::{
 };
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone as _, Utc};
-use common::testing::{Service, TestEnv};
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Map, Value};
 use support::{drained, worker_env, Publisher};
+use test_support::{Service, TestEnv};
 
 const PROJECT: &str = "p1";
 const LEARNERS: usize = 300;
@@ -1119,7 +1119,7 @@ async fn chaos(
     let actions = 5 + r.0.usize(0..4);
     let first_failpoint = r.0.usize(0..2);
     let second_failpoint = 2 + r.0.usize(0..actions - 2);
-    common::testing::eventually("the workers' consumer", Duration::from_secs(60), || outstanding(env)).await;
+    test_support::eventually("the workers' consumer", Duration::from_secs(60), || outstanding(env)).await;
     let mut action = 0;
     loop {
         let wanted = action == first_failpoint

@@ -12,9 +12,10 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use bench::Workload;
 use clap::Parser;
-use common::{event::Event, stream::Subjects, testing::TestEnv};
+use common::{event::Event, stream::Subjects};
 use futures::{stream, StreamExt as _};
 use mongodb::bson::RawDocumentBuf;
+use test_support::TestEnv;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
         let env = TestEnv::new().await;
         publish(&env, &events, args.per_message).await?;
         let started = Instant::now();
-        let processes: Vec<common::testing::Service> = (0..*count)
-            .map(|_| common::testing::Service::start("workers", &worker_env(&env)))
+        let processes: Vec<test_support::Service> = (0..*count)
+            .map(|_| test_support::Service::start("workers", &worker_env(&env)))
             .collect();
         wait_drained(&env).await?;
         let elapsed = started.elapsed().as_secs_f64();
@@ -144,7 +145,7 @@ async fn publish(env: &TestEnv, events: &[Event], per_message: usize) -> anyhow:
 
 fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
     let mut vars = env.service_env();
-    vars.push(("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()));
+    vars.push(("WORKERS_ADMIN_ADDR", test_support::free_addr().to_string()));
     vars
 }
 

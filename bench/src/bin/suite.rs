@@ -25,14 +25,11 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use bench::Workload;
 use clap::Parser;
-use common::{
-    event::Event,
-    stream::Subjects,
-    testing::{free_addr, workspace_binary, Service, TestEnv},
-};
+use common::{event::Event, stream::Subjects};
 use futures::{stream, StreamExt as _};
 use mongodb::bson::{Document, RawDocumentBuf};
 use serde_json::Value;
+use test_support::{free_addr, workspace_binary, Service, TestEnv};
 
 #[derive(Parser, Debug)]
 #[command(name = "suite", about = "The measurements of bench/RESULTS.md (run by bench/run).")]

@@ -11,10 +11,11 @@ use std::{
 };
 
 use async_nats::jetstream::{self, consumer::pull};
-use common::{event::Event, testing::TestEnv};
+use common::event::Event;
 use futures::StreamExt as _;
 use ingest::{App, Coalescing, Config, Limits, RateLimit};
 use serde_json::Value;
+use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 /// The static (bootstrap) key every test app accepts, for project [`PROJECT`].
@@ -212,7 +213,7 @@ impl PrivateNats {
             .expect("nats-server is installed (./scripts/services installs it)");
         self.child = Some(child);
         let url = self.url();
-        common::testing::eventually("the private NATS to accept clients", Duration::from_secs(20), || {
+        test_support::eventually("the private NATS to accept clients", Duration::from_secs(20), || {
             let url = url.clone();
             async move {
                 // JetStream is up once the server accepts clients: it says "ready" after both.

@@ -6,12 +6,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use common::{
-    stream::{ensure_events_stream, Subjects},
-    testing::{eventually, TestEnv},
-};
+use common::stream::{ensure_events_stream, Subjects};
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
+use test_support::{eventually, TestEnv};
 
 /// A varied learning event of project `p1`, on day `day` of March 2026.
 pub fn event(id: &str, user: &str, day: u32, kind: usize) -> Value {
@@ -203,7 +201,7 @@ pub fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
     vars.extend([
         ("WORKERS_MONGO_WRITE_CONCERN", "1".to_owned()),
         ("WORKERS_MONGO_JOURNAL", "false".to_owned()),
-        ("WORKERS_ADMIN_ADDR", common::testing::free_addr().to_string()),
+        ("WORKERS_ADMIN_ADDR", test_support::free_addr().to_string()),
         // Small batches, so that a test's few hundred events make many of them.
         ("WORKERS_BATCH_EVENTS", "50".to_owned()),
         ("WORKERS_BATCH_LINGER", "50ms".to_owned()),

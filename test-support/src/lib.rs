@@ -9,7 +9,7 @@ use std::{str::FromStr as _, time::Duration};
 
 use sqlx::{postgres::PgConnectOptions, ConnectOptions as _, Connection as _, Executor as _};
 
-use crate::config::NatsConfig;
+use common::config::NatsConfig;
 
 /// One test's private slice of the real servers.
 pub struct TestEnv {
