@@ -8,7 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{spawn_app_with, spawn_in, track, PrivateNats, TestApp, KEY};
+use support::{spawn_app_with, spawn_in, track, TestApp, KEY};
+use test_support::PrivateNats;
 use test_support::{eventually, TestEnv};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -31,7 +32,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 async fn spawn_on_private_nats(adjust: impl FnOnce(&mut ingest::Config)) -> (TestApp, PrivateNats) {
     let nats = PrivateNats::start().await;
     let mut env = TestEnv::new().await;
-    env.nats.url = nats.url();
+    env.nats.url = nats.url.clone();
     (spawn_in(env, adjust).await, nats)
 }
 

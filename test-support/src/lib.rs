@@ -96,6 +96,37 @@ impl TestEnv {
         ]
     }
 
+    /// The environment of one `workers` process on this test's stream and databases, with an
+    /// admin address of its own and otherwise the production defaults.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        let mut vars = self.service_env();
+        vars.push(("WORKERS_ADMIN_ADDR", free_addr().to_string()));
+        vars
+    }
+
+    /// Messages of this test's stream that the workers' durable consumer has not finished (not yet
+    /// delivered, or delivered and not acknowledged); `None` until the workers created it.
+    pub async fn outstanding(&self) -> Option<u64> {
+        let client = async_nats::connect(&self.nats.url).await.ok()?;
+        outstanding_in(&async_nats::jetstream::new(client), &self.nats.stream).await
+    }
+
+    /// Waits until the workers have finished every message of this test's stream.
+    pub async fn drained(&self, deadline: Duration) -> anyhow::Result<()> {
+        let client = async_nats::connect(&self.nats.url).await?;
+        let js = async_nats::jetstream::new(client);
+        let until = std::time::Instant::now() + deadline;
+        while outstanding_in(&js, &self.nats.stream).await != Some(0) {
+            anyhow::ensure!(
+                std::time::Instant::now() < until,
+                "the workers did not drain stream {} within {deadline:?}",
+                self.nats.stream
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// The command line of a `workers` process (or `workers::Config::parse_from`) on this test's
     /// stream and databases, writing MongoDB without waiting for a journal (test data), plus
     /// `extra` flags.
@@ -370,8 +401,21 @@ impl Drop for Proxy {
     }
 }
 
-/// A private `nats-server` with JetStream on a free port and its own store, for tests that stop
-/// and restart NATS itself.
+/// What the durable consumer `workers` of `stream` has not finished.
+async fn outstanding_in(js: &async_nats::jetstream::Context, stream: &str) -> Option<u64> {
+    let mut consumer = js
+        .get_stream(stream)
+        .await
+        .ok()?
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("workers")
+        .await
+        .ok()?;
+    let info = consumer.info().await.ok()?;
+    Some(info.num_pending + info.num_ack_pending as u64)
+}
+
+/// A private `nats-server` with JetStream on a free port and its own store, for tests that stop,
+/// kill, freeze and restart NATS itself. Killed, and its store removed, on drop.
 pub struct PrivateNats {
     pub url: String,
     port: u16,
@@ -393,15 +437,42 @@ impl PrivateNats {
         nats
     }
 
-    /// Stops the server (SIGTERM, as an operator would) and waits for it to exit.
+    /// Stops the server (SIGTERM, as an operator would; thawed first if frozen) and waits for it
+    /// to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .ok();
+            for signal in ["-CONT", "-TERM"] {
+                std::process::Command::new("kill")
+                    .args([signal, &child.id().to_string()])
+                    .status()
+                    .ok();
+            }
             child.wait().ok();
         }
+    }
+
+    /// Kills the server (SIGKILL): connections drop at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Sends `signal` (`-STOP` freezes it: connections stay open, nothing is answered; `-CONT`
+    /// thaws it).
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("the private nats-server is running")
+            .id()
+            .to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     /// Starts the server again on the same port and store, and waits until it answers.

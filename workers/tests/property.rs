@@ -1081,20 +1081,6 @@ fn exited(pid: u32) -> bool {
     }
 }
 
-/// Messages not yet acknowledged by the workers (pending or in flight); None before the
-/// workers created their consumer.
-async fn outstanding(env: &TestEnv) -> Option<u64> {
-    let client = async_nats::connect(&env.nats.url).await.ok()?;
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream(&env.nats.stream).await.ok()?;
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("workers")
-        .await
-        .ok()?;
-    let info = consumer.info().await.ok()?;
-    Some(info.num_pending + info.num_ack_pending as u64)
-}
-
 #[derive(Default, Debug)]
 struct Chaos {
     kills: usize,
@@ -1119,7 +1105,7 @@ async fn chaos(
     let actions = 5 + r.0.usize(0..4);
     let first_failpoint = r.0.usize(0..2);
     let second_failpoint = 2 + r.0.usize(0..actions - 2);
-    test_support::eventually("the workers' consumer", Duration::from_secs(60), || outstanding(env)).await;
+    test_support::eventually("the workers' consumer", Duration::from_secs(60), || env.outstanding()).await;
     let mut action = 0;
     loop {
         let wanted = action == first_failpoint
@@ -1140,7 +1126,7 @@ async fn chaos(
             c.kills += 1;
         }
         match failpoint {
-            Some(failpoint) if outstanding(env).await.unwrap_or(0) > 0 => {
+            Some(failpoint) if env.outstanding().await.unwrap_or(0) > 0 => {
                 let mut crashing = start_worker(env, Some(failpoint));
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while !exited(crashing.pid()) && Instant::now() < deadline {

@@ -64,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
         publish(&env, &events, args.per_message).await?;
         let started = Instant::now();
         let processes: Vec<test_support::Service> = (0..*count)
-            .map(|_| test_support::Service::start("workers", &worker_env(&env)))
+            .map(|_| test_support::Service::start("workers", &env.worker_env()))
             .collect();
-        wait_drained(&env).await?;
+        env.drained(Duration::from_secs(1_800)).await?;
         let elapsed = started.elapsed().as_secs_f64();
         for process in processes {
             process.stop();
@@ -141,34 +141,4 @@ async fn publish(env: &TestEnv, events: &[Event], per_message: usize) -> anyhow:
         .collect::<anyhow::Result<Vec<()>>>()
         .context("publishing the workload")?;
     Ok(())
-}
-
-fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
-    let mut vars = env.service_env();
-    vars.push(("WORKERS_ADMIN_ADDR", test_support::free_addr().to_string()));
-    vars
-}
-
-async fn wait_drained(env: &TestEnv) -> anyhow::Result<()> {
-    let client = async_nats::connect(&env.nats.url).await?;
-    let js = jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(1_800);
-    loop {
-        if let Ok(mut consumer) = js
-            .get_stream(&env.nats.stream)
-            .await?
-            .get_consumer::<jetstream::consumer::pull::Config>("workers")
-            .await
-        {
-            let info = consumer.info().await?;
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the workers did not drain the stream within 30 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

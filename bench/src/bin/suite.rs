@@ -549,32 +549,6 @@ async fn publish(
     Ok(())
 }
 
-async fn pending(js: &jetstream::Context, env: &TestEnv) -> Option<u64> {
-    let mut consumer: jetstream::consumer::PullConsumer = js
-        .get_stream(&env.nats.stream)
-        .await
-        .ok()?
-        .get_consumer("workers")
-        .await
-        .ok()?;
-    let info = consumer.info().await.ok()?;
-    Some(info.num_pending + info.num_ack_pending as u64)
-}
-
-async fn wait_drained(js: &jetstream::Context, env: &TestEnv, deadline: Duration) -> anyhow::Result<()> {
-    let until = Instant::now() + deadline;
-    loop {
-        if pending(js, env).await == Some(0) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < until,
-            "the workers did not drain the stream within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until no learning path is left marked for rewriting (workers/src/paths.rs).
 async fn wait_paths_written(env: &TestEnv, deadline: Duration) -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(&env.database_url).await?;
@@ -660,7 +634,7 @@ async fn drain_expecting(events: &[Event], distinct: usize, count: usize) -> any
     let workers_before: f64 = processes.iter().map(|p| cpu_seconds(p.pid())).sum();
     let started = Instant::now();
     publish(&js, &env, events, 100, "drain").await?;
-    wait_drained(&js, &env, Duration::from_secs(1_800)).await?;
+    env.drained(Duration::from_secs(1_800)).await?;
     wait_paths_written(&env, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed().as_secs_f64();
     // Where the workers' time went: busy seconds per stage, summed over the processes.
@@ -735,8 +709,8 @@ async fn paced_lag(events: &[Event], offered: f64, duration: Duration) -> anyhow
         ack.await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let caught_up = pending(&js, &env).await == Some(0);
-    wait_drained(&js, &env, Duration::from_secs(600)).await?;
+    let caught_up = env.outstanding().await == Some(0);
+    env.drained(Duration::from_secs(600)).await?;
     wait_paths_written(&env, Duration::from_secs(600)).await?;
     let metrics = reqwest::get(format!("http://{admin}/metrics")).await?.text().await?;
     worker.stop();
@@ -1040,7 +1014,7 @@ async fn api(size: Size) -> anyhow::Result<()> {
     let js = jetstream_of(&env).await?;
     publish(&js, &env, &events, 100, "api").await?;
     let worker = Service::start("workers", &worker_env(&env, free_addr()));
-    wait_drained(&js, &env, Duration::from_secs(1_800)).await?;
+    env.drained(Duration::from_secs(1_800)).await?;
     worker.stop();
 
     let end = workload(size.learners).end;

@@ -1,14 +1,8 @@
 //! What the ingest tests share: an ingest started on port 0 against the real servers in the test's
-//! own stream and database, a reader of what reached the stream, and a private NATS server a test
-//! may stop, freeze and restart without disturbing the others.
+//! own stream and database, and a reader of what reached the stream.
 #![allow(dead_code)]
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use async_nats::jetstream::{self, consumer::pull};
 use common::event::Event;
@@ -167,85 +161,4 @@ pub fn cache_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"))
         .join("analytics-pipeline")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A nats-server of this test's own (JetStream on, its own store directory), so the test may kill,
-/// freeze and restart it. Killed on drop.
-pub struct PrivateNats {
-    pub port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    pub async fn start() -> Self {
-        let store = std::env::temp_dir().join(format!("ingest-nats-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&store).unwrap();
-        let mut nats = Self {
-            port: free_port(),
-            store,
-            child: None,
-        };
-        nats.restart().await;
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and store, and waits until it answers.
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "the private NATS is already running");
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (./scripts/services installs it)");
-        self.child = Some(child);
-        let url = self.url();
-        test_support::eventually("the private NATS to accept clients", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                // JetStream is up once the server accepts clients: it says "ready" after both.
-                let client = async_nats::connect(&url).await.ok()?;
-                client.flush().await.ok()
-            }
-        })
-        .await;
-    }
-
-    /// Kills the server (SIGKILL): connections drop at once.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is answered.
-    pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.kill();
-        std::fs::remove_dir_all(&self.store).ok();
-    }
 }

@@ -105,19 +105,7 @@ impl Publisher {
 
 /// Waits until the durable consumer `workers` has nothing pending or unacknowledged.
 pub async fn drained(env: &TestEnv, deadline: Duration) {
-    let client = async_nats::connect(&env.nats.url).await.unwrap();
-    let js = jetstream::new(client);
-    eventually("the workers to drain the stream", deadline, || {
-        let js = js.clone();
-        let stream = env.nats.stream.clone();
-        async move {
-            let mut consumer: jetstream::consumer::PullConsumer =
-                js.get_stream(&stream).await.ok()?.get_consumer("workers").await.ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
-    .await;
+    env.drained(deadline).await.unwrap();
 }
 
 /// March 2026 of project p1, where every generated event falls.
@@ -197,11 +185,10 @@ pub async fn assert_exactly_once(env: &TestEnv, distinct: usize) {
 
 /// The environment of a worker process on this test's stream and databases.
 pub fn worker_env(env: &TestEnv) -> Vec<(&'static str, String)> {
-    let mut vars = env.service_env();
+    let mut vars = env.worker_env();
     vars.extend([
         ("WORKERS_MONGO_WRITE_CONCERN", "1".to_owned()),
         ("WORKERS_MONGO_JOURNAL", "false".to_owned()),
-        ("WORKERS_ADMIN_ADDR", test_support::free_addr().to_string()),
         // Small batches, so that a test's few hundred events make many of them.
         ("WORKERS_BATCH_EVENTS", "50".to_owned()),
         ("WORKERS_BATCH_LINGER", "50ms".to_owned()),
