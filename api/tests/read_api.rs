@@ -1169,20 +1169,12 @@ fn test_output_dir() -> std::path::PathBuf {
 
 /// Runs headless Chromium on `url` with `extra` arguments and returns its stdout.
 async fn chromium(profile: &std::path::Path, url: &str, extra: &[&str]) -> String {
-    let output = tokio::process::Command::new("chromium")
+    let output = tokio::process::Command::from(test_support::chromium(profile))
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1280,1600",
             "--virtual-time-budget=10000",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
         .output()

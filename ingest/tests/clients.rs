@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -146,18 +146,8 @@ async fn a_real_browser_page_gets_its_preflighted_fetch_and_its_unload_beacon_in
     let app = spawn_app().await;
     let (page_addr, paths) = serve_page(page(&format!("http://{}", app.addr))).await;
     let profile = std::env::temp_dir().join(format!("ingest-chromium-{}", uuid::Uuid::new_v4().simple()));
-    let child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let child = test_support::chromium(&profile)
+        .arg("--disable-dev-shm-usage")
         .arg(format!("http://{page_addr}/"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

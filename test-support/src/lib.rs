@@ -401,6 +401,25 @@ impl Drop for Proxy {
     }
 }
 
+/// Headless Chromium (Debian's package; ./scripts/test installs it) with a profile directory of its
+/// own, and without the background connections that this machine's closed network refuses; the
+/// caller adds its own flags and the URL.
+pub fn chromium(profile: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new("chromium");
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
 /// What the durable consumer `workers` of `stream` has not finished.
 async fn outstanding_in(js: &async_nats::jetstream::Context, stream: &str) -> Option<u64> {
     let mut consumer = js
