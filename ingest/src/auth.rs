@@ -7,6 +7,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use base64::Engine as _;
+use http::{header, HeaderMap};
+
 use common::{
     keys::{self, Scope},
     origins,
@@ -108,5 +111,49 @@ impl WriteKeys {
                 IngestError::Unavailable("the write key cannot be verified right now".into())
             })?;
         found.ok_or(IngestError::Unauthorized)
+    }
+}
+
+/// The write key from `Authorization: Basic base64(key:)` or `Authorization: Bearer key`.
+pub fn key_from_headers(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let key = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+        Some(key.to_owned()).filter(|k| !k.is_empty())
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(credentials.to_owned()).filter(|k| !k.is_empty())
+    } else {
+        None
+    }
+}
+
+/// The write key from `?writeKey=` (`sendBeacon` cannot set headers).
+pub fn key_from_query(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == "writeKey" && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_keys_are_read_from_basic_and_bearer_headers_and_the_query() {
+        let mut headers = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD.encode("wk_123:");
+        headers.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
+        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_123"));
+        headers.insert(header::AUTHORIZATION, "Bearer wk_456".parse().unwrap());
+        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_456"));
+        headers.insert(header::AUTHORIZATION, "Digest x".parse().unwrap());
+        assert_eq!(key_from_headers(&headers), None);
+        assert_eq!(key_from_query(Some("a=1&writeKey=wk_789")).as_deref(), Some("wk_789"));
+        assert_eq!(key_from_query(Some("writeKey=")), None);
     }
 }

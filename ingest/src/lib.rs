@@ -5,15 +5,18 @@
 //! cache) or, for bootstrapping, from the configuration.
 
 mod auth;
+mod body;
 mod config;
 mod decode;
 mod error;
 pub mod instruments;
 mod limiter;
 mod publisher;
+mod response;
+mod routes;
 mod server;
 
 pub use config::{Coalescing, Config, Limits, RateLimit};
-pub use decode::{decode_batch, Decoded, Endpoint, Envelope, Normalisation, Rejection};
+pub use decode::{body_write_key, decode_batch, Decoded, Endpoint, Envelope, Normalisation, Rejection};
 pub use error::IngestError;
 pub use server::App;

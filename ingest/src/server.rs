@@ -1,38 +1,40 @@
-//! The hyper server: routes, CORS, authentication, rate limits, body limits and decompression,
-//! and the response shapes of docs/contract.md §4. [`App::serve`] takes its listener and shutdown token
-//! from the caller, so tests bind port 0 and stop it at will.
+//! The hyper server: its lifecycle (build, serve, graceful shutdown) and one request's way through
+//! ingest: route, authenticate, admit the origin, read and decode the body within its budgets,
+//! validate, rate-limit, publish and answer. The pieces it calls live beside it: `routes`,
+//! `auth`, `body`, `decode`, `publisher` and `response`. [`App::serve`] takes its listener and
+//! shutdown token from the caller, so tests bind port 0 and stop it at will.
 
 use std::{
     convert::Infallible,
-    io::Read as _,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use base64::Engine as _;
 use bytes::Bytes;
 use chrono::Utc;
 use common::{
     admin::AdminState,
-    event::EventType,
     stream::{ensure_events_stream, is_valid_project, Subjects},
     telemetry::PrometheusHandle,
 };
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::WriteKeys,
+    auth::{key_from_headers, key_from_query, WriteKeys},
+    body::{check_json_body, decoding_permits, Encoding, DEFLATE_MAX_RATIO},
     config::Config,
     decode::{body_write_key, decode_batch, Endpoint, Normalisation},
     error::IngestError,
     limiter::RateLimiter,
     publisher::Publisher,
+    response::{cors, empty_response, error_response, json_response, preflight_response},
+    routes::Route,
 };
 
 /// After the shutdown grace, how long requests told 503 get to have that answer written.
@@ -336,167 +338,6 @@ impl App {
     }
 }
 
-/// Deflate's largest compression ratio: a 258-byte match coded in as few as 2 bits, about
-/// 1,032:1, so a gzip body of n bytes decodes to at most about 1,032 n bytes.
-const DEFLATE_MAX_RATIO: usize = 1_032;
-
-/// Permits of the decoding budget: one per KiB, at least one.
-fn decoding_permits(bytes: usize) -> usize {
-    bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS)
-}
-
-/// The public routes, with a bounded label for metrics.
-#[derive(Debug, Clone, Copy)]
-enum Route {
-    Batch,
-    Track,
-    Page,
-    Screen,
-    Identify,
-    Group,
-    Alias,
-    Beacon,
-}
-
-impl Route {
-    fn of(path: &str) -> Option<Self> {
-        match path.trim_end_matches('/') {
-            "/v1/batch" | "/v1/import" => Some(Route::Batch),
-            "/v1/track" | "/v1/t" => Some(Route::Track),
-            "/v1/page" | "/v1/p" => Some(Route::Page),
-            "/v1/screen" => Some(Route::Screen),
-            "/v1/identify" | "/v1/i" => Some(Route::Identify),
-            "/v1/group" | "/v1/g" => Some(Route::Group),
-            "/v1/alias" | "/v1/a" => Some(Route::Alias),
-            "/v1/beacon" => Some(Route::Beacon),
-            _ => None,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Route::Batch => "/v1/batch",
-            Route::Track => "/v1/track",
-            Route::Page => "/v1/page",
-            Route::Screen => "/v1/screen",
-            Route::Identify => "/v1/identify",
-            Route::Group => "/v1/group",
-            Route::Alias => "/v1/alias",
-            Route::Beacon => "/v1/beacon",
-        }
-    }
-
-    fn endpoint(self) -> Endpoint {
-        match self {
-            Route::Batch | Route::Beacon => Endpoint::Batch,
-            Route::Track => Endpoint::Single(EventType::Track),
-            Route::Page => Endpoint::Single(EventType::Page),
-            Route::Screen => Endpoint::Single(EventType::Screen),
-            Route::Identify => Endpoint::Single(EventType::Identify),
-            Route::Group => Endpoint::Single(EventType::Group),
-            Route::Alias => Endpoint::Single(EventType::Alias),
-        }
-    }
-}
-
-/// `Content-Encoding`s ingest decodes.
-#[derive(Debug, Clone, Copy)]
-enum Encoding {
-    Identity,
-    Gzip,
-    Zstd,
-}
-
-impl Encoding {
-    fn of(headers: &HeaderMap) -> Result<Self, IngestError> {
-        match headers.get(header::CONTENT_ENCODING).map(HeaderValue::to_str) {
-            None => Ok(Encoding::Identity),
-            Some(Ok(value)) => match value.trim().to_ascii_lowercase().as_str() {
-                "" | "identity" => Ok(Encoding::Identity),
-                "gzip" | "x-gzip" => Ok(Encoding::Gzip),
-                "zstd" => Ok(Encoding::Zstd),
-                other => Err(IngestError::UnsupportedMediaType(format!(
-                    "Content-Encoding {other:?} is not supported; use gzip, zstd or none"
-                ))),
-            },
-            Some(Err(_)) => Err(IngestError::UnsupportedMediaType(
-                "Content-Encoding is not ASCII".into(),
-            )),
-        }
-    }
-
-    /// Decompresses, stopping at `max` bytes so a small bomb cannot exhaust memory.
-    fn decode(&self, body: Bytes, max: usize) -> Result<Vec<u8>, IngestError> {
-        let too_large =
-            || IngestError::PayloadTooLarge(format!("the body is larger than {max} bytes once decompressed"));
-        let mut out = Vec::new();
-        let read = match self {
-            Encoding::Identity => {
-                return if body.len() > max {
-                    Err(too_large())
-                } else {
-                    Ok(Vec::from(body))
-                };
-            }
-            Encoding::Gzip => flate2::read::MultiGzDecoder::new(&body[..])
-                .take(max as u64 + 1)
-                .read_to_end(&mut out),
-            Encoding::Zstd => zstd::stream::read::Decoder::new(&body[..])
-                .and_then(|decoder| decoder.take(max as u64 + 1).read_to_end(&mut out)),
-        };
-        read.map_err(|e| IngestError::BadRequest(format!("the body cannot be decompressed: {e}")))?;
-        if out.len() > max {
-            return Err(too_large());
-        }
-        Ok(out)
-    }
-}
-
-/// SDKs label the same JSON body differently (`application/json`, `text/plain` from
-/// `sendBeacon`, `application/x-www-form-urlencoded` from @rudderstack/rudder-sdk-node's gzipped
-/// batches), so the body decides, not the label: every endpoint takes a JSON object, and a body
-/// that does not start like one is 415 when its Content-Type does not claim JSON (the client sent
-/// another format) and left to the JSON parser's 400 otherwise.
-fn check_json_body(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<(), IngestError> {
-    let looks_like_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let media = content_type
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase())
-        .unwrap_or_default();
-    let media = media.split(';').next().unwrap_or_default().trim();
-    let claims_json = media.is_empty() || media == "application/json" || media.ends_with("+json");
-    if looks_like_json || claims_json {
-        Ok(())
-    } else {
-        Err(IngestError::UnsupportedMediaType(format!(
-            "the body ({media}) is not a JSON object; send the Segment JSON envelope, with any Content-Type"
-        )))
-    }
-}
-
-/// The write key from `Authorization: Basic base64(key:)` or `Authorization: Bearer key`.
-fn key_from_headers(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, credentials) = value.split_once(' ')?;
-    let credentials = credentials.trim();
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let key = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
-        Some(key.to_owned()).filter(|k| !k.is_empty())
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        Some(credentials.to_owned()).filter(|k| !k.is_empty())
-    } else {
-        None
-    }
-}
-
-fn key_from_query(query: Option<&str>) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "writeKey" && !value.is_empty()).then(|| value.to_owned())
-    })
-}
-
 /// A bounded label for the rejection metric, from the reason's wording.
 fn rejection_reason(error: &str) -> &'static str {
     if error.contains("keys must not") {
@@ -511,120 +352,5 @@ fn rejection_reason(error: &str) -> &'static str {
         "missing_field"
     } else {
         "invalid_field"
-    }
-}
-
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
-}
-
-/// The answer to a CORS preflight: any origin (echoed by [`cors`]), POST, the headers asked for,
-/// cached by the browser for 24 h.
-fn preflight_response() -> Response<Full<Bytes>> {
-    let mut response = empty_response(StatusCode::NO_CONTENT);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    response
-}
-
-/// Headers a preflight allows when the browser names none.
-const DEFAULT_ALLOWED_HEADERS: &str = "authorization, content-type, content-encoding";
-
-/// Puts CORS headers on every response, errors included, so browsers let pages read why a request
-/// failed: the origin is echoed (without `Allow-Credentials`: keys travel in headers or the
-/// body, never in cookies), and a preflight's requested headers are allowed.
-fn cors(response: &mut Response<Full<Bytes>>, origin: Option<HeaderValue>, requested: &Option<HeaderValue>) {
-    let headers = response.headers_mut();
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    let Some(origin) = origin else {
-        return;
-    };
-    // Any origin, and so no `Allow-Credentials`: write keys travel in the body or in an explicit
-    // Authorization header, never in cookies, so no page needs the browser's credentials here.
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Retry-After"),
-    );
-    if headers.contains_key(header::ACCESS_CONTROL_MAX_AGE) {
-        let allowed = requested
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS));
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
-    }
-}
-
-fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
-    let mut response = json_response(
-        error.status(),
-        // `code` and `message` are what Segment's and RudderStack's SDKs print from an error body;
-        // `error` and `detail` are this API's own names (docs/contract.md §4).
-        serde_json::json!({
-            "success": false,
-            "error": error.code(),
-            "detail": error.to_string(),
-            "code": error.code(),
-            "message": error.to_string(),
-        }),
-    );
-    if let Some(seconds) = error.retry_after() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_keys_are_read_from_basic_and_bearer_headers_and_the_query() {
-        let mut headers = HeaderMap::new();
-        let basic = base64::engine::general_purpose::STANDARD.encode("wk_123:");
-        headers.insert(header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
-        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_123"));
-        headers.insert(header::AUTHORIZATION, "Bearer wk_456".parse().unwrap());
-        assert_eq!(key_from_headers(&headers).as_deref(), Some("wk_456"));
-        headers.insert(header::AUTHORIZATION, "Digest x".parse().unwrap());
-        assert_eq!(key_from_headers(&headers), None);
-        assert_eq!(key_from_query(Some("a=1&writeKey=wk_789")).as_deref(), Some("wk_789"));
-        assert_eq!(key_from_query(Some("writeKey=")), None);
-    }
-
-    #[test]
-    fn decompression_stops_at_the_decoded_cap() {
-        use std::io::Write as _;
-        let plain = vec![b' '; 10_000];
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&plain).unwrap();
-        let gz = Bytes::from(gz.finish().unwrap());
-        assert_eq!(Encoding::Gzip.decode(gz.clone(), 10_000).unwrap().len(), 10_000);
-        assert_eq!(
-            Encoding::Gzip.decode(gz, 9_999).unwrap_err().status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let zst = Bytes::from(zstd::encode_all(&plain[..], 3).unwrap());
-        assert_eq!(Encoding::Zstd.decode(zst.clone(), 10_000).unwrap().len(), 10_000);
-        assert_eq!(
-            Encoding::Zstd.decode(zst, 9_999).unwrap_err().status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
     }
 }
