@@ -66,7 +66,7 @@ const PROGRESS_SELECT: &str = "
            c.total_lessons, e.enrolled_at, e.completed_at, e.last_accessed_at,
            coalesce(lp.touched, 0) as lessons_touched
       from enrollments e
-      left join courses c on c.project = e.project and c.course_id = e.course_id
+      left join course_catalog c on c.project = e.project and c.course_id = e.course_id
       left join lateral (
           select count(*) filter (where l.completed_at is not null) as done, count(*) as touched
             from lesson_progress l
@@ -242,7 +242,7 @@ pub async fn analytics(
             .fetch_all(&app.pool)
             .await?;
             let catalog: Option<(Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
-                "select title, total_lessons, instructor_id from courses where project = $1 and course_id = $2",
+                "select title, total_lessons, instructor_id from course_catalog where project = $1 and course_id = $2",
             )
             .bind(&project)
             .bind(&course)
@@ -321,14 +321,14 @@ pub async fn list(
         .respond(&project.clone(), key, &headers, || async move {
             // course_totals (migrations/0006) holds the counts, kept by the rollup's own writes.
             let ids = "with ids as (
-                    select course_id from courses where project = $1
+                    select course_id from course_catalog where project = $1
                     union select course_id from course_totals where project = $1 and learners > 0)";
             let rows: Vec<CourseRow> = sqlx::query_as(&format!(
                 "{ids}
                  select i.course_id, c.title, c.total_lessons, c.instructor_id,
                         coalesce(t.enrolled, 0) as enrolled, coalesce(t.completed, 0) as completed
                    from ids i
-                   left join courses c on c.project = $1 and c.course_id = i.course_id
+                   left join course_catalog c on c.project = $1 and c.course_id = i.course_id
                    left join course_totals t on t.project = $1 and t.course_id = i.course_id
                   where $4::text[] is null or i.course_id = any($4)
                   order by i.course_id limit $2 offset $3"
@@ -366,7 +366,9 @@ pub struct CourseUpdate {
 }
 
 /// `PUT /v1/courses/{id}` with `{title, total_lessons, instructor_id}` (admins): replaces the
-/// catalog entry; the latest update wins, whether from here or a `course_published` event.
+/// catalog entry; the latest update wins, whether from here or a `course_published` event. The api
+/// is the one writer of `course_overrides`, the workers of `courses`; readers see the
+/// `course_catalog` view of both (migration 0011).
 pub async fn put(
     State(app): State<App>,
     principal: Principal,
@@ -387,19 +389,27 @@ pub async fn put(
             "`title` has at most 500 characters and `instructor_id` at most 256".into(),
         ));
     }
-    let row: (String, Option<String>, Option<i32>, Option<String>, DateTime<Utc>) = sqlx::query_as(
-        "insert into courses (project, course_id, title, total_lessons, instructor_id, updated_at)
+    sqlx::query(
+        "insert into course_overrides as o (project, course_id, title, total_lessons, instructor_id, updated_at)
          values ($1, $2, $3, $4, $5, now())
          on conflict (project, course_id) do update set title = excluded.title,
              total_lessons = excluded.total_lessons, instructor_id = excluded.instructor_id,
-             updated_at = greatest(excluded.updated_at, courses.updated_at)
-         returning course_id, title, total_lessons, instructor_id, updated_at",
+             updated_at = greatest(excluded.updated_at, o.updated_at)",
     )
     .bind(&principal.project)
     .bind(&course)
     .bind(&update.title)
     .bind(update.total_lessons)
     .bind(&update.instructor_id)
+    .execute(&app.pool)
+    .await?;
+    // What readers now see: an event newer than this update still wins the fields it carries.
+    let row: (String, Option<String>, Option<i32>, Option<String>, DateTime<Utc>) = sqlx::query_as(
+        "select course_id, title, total_lessons, instructor_id, updated_at from course_catalog
+          where project = $1 and course_id = $2",
+    )
+    .bind(&principal.project)
+    .bind(&course)
     .fetch_one(&app.pool)
     .await?;
     app.cache.invalidate(&principal.project);

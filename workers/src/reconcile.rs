@@ -9,6 +9,7 @@
 //! - retention cohorts over the range, from every event of the project;
 //! - the ledger (`event_log`) against the stored events of the range: an event counted and not
 //!   stored, or stored and not counted, is a difference;
+//! - the course catalog (`courses`) and groups, from every `course_published` and `group` call;
 //! - the `student_learning_paths` documents of the learners in the range (those still marked for
 //!   the next flush are not differences yet).
 //!
@@ -41,7 +42,7 @@ use crate::{
     ledger, ordinals,
     rollup::{
         self,
-        delta::{Badge, CourseDay, Enrollment, GroupTraits, Lesson, Quiz, UserTotals},
+        delta::{Badge, CatalogEntry, CourseDay, Enrollment, GroupTraits, Lesson, Quiz, UserTotals},
         Delta,
     },
     store::EventStore,
@@ -126,7 +127,8 @@ async fn expected(store: &EventStore, range: &Range) -> anyhow::Result<Expected>
         quizzes: learners.quizzes,
         badges: learners.badges,
         users: learners.users,
-        catalog: BTreeMap::new(),
+        // The catalog from every `course_published` event of the project.
+        catalog: Delta::from_events(all.iter().filter(|e| e.event == "course_published")).catalog,
         // Groups from every `group` call of the project; memberships per learner, like the
         // other per-learner rollups.
         groups: Delta::from_events(all.iter().filter(|e| e.kind == EventType::Group)).groups,
@@ -457,6 +459,44 @@ async fn compare_rows(
         "groups",
         delta.groups.iter().map(|((_, g), v)| (g.clone(), v.clone())),
         found,
+    );
+
+    type CourseRow = (
+        String,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        DateTime<Utc>,
+    );
+    let rows: Vec<CourseRow> = sqlx::query_as(
+        "select course_id, title, title_at, total_lessons, total_lessons_at, instructor_id, instructor_at,
+                updated_at
+         from courses where project = $1",
+    )
+    .bind(p)
+    .fetch_all(pool)
+    .await
+    .context("cannot read courses")?;
+    compare(
+        differences,
+        "courses",
+        delta.catalog.iter().map(|((_, c), v)| (c.clone(), v.clone())),
+        rows.into_iter().map(
+            |(course, title, title_at, total, total_at, instructor, instructor_at, updated_at)| {
+                (
+                    course,
+                    CatalogEntry {
+                        title: title.zip(title_at),
+                        total_lessons: total.zip(total_at),
+                        instructor_id: instructor.zip(instructor_at),
+                        updated_at,
+                    },
+                )
+            },
+        ),
     );
     Ok(())
 }
@@ -802,11 +842,13 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .await
         .with_context(|| format!("cannot clear {table}"))?;
     }
-    sqlx::query("delete from groups where project = $1")
-        .bind(p)
-        .execute(&mut *tx)
-        .await
-        .context("cannot clear groups")?;
+    for table in ["groups", "courses"] {
+        sqlx::query(&format!("delete from {table} where project = $1"))
+            .bind(p)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("cannot clear {table}"))?;
+    }
     rollup::apply_rows(&mut tx, &expected.delta)
         .await
         .context("cannot write the recomputed rollups")?;

@@ -285,6 +285,88 @@ async fn group_calls_keep_the_latest_traits_and_the_first_join_whatever_the_arri
     shutdown.cancel();
 }
 
+fn course_published(id: &str, day: u32, properties: Value) -> Value {
+    let ts = format!("2026-03-{day:02}T09:00:00Z");
+    let mut properties = properties;
+    properties["course_id"] = "c1".into();
+    serde_json::json!({"project": "p1", "message_id": id, "type": "track", "event": "course_published",
+        "user_id": "author", "ts": ts, "day": &ts[..10], "received_at": "2026-03-20T00:00:00Z",
+        "properties": properties})
+}
+
+/// The catalog row of c1: title, total lessons, instructor.
+async fn catalog(pool: &sqlx::PgPool, table: &str) -> (Option<String>, Option<i32>, Option<String>) {
+    sqlx::query_as(&format!(
+        "select title, total_lessons, instructor_id from {table} where project = 'p1' and course_id = 'c1'"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_course_catalog_is_the_latest_value_of_each_field_whatever_the_arrival_order() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let shutdown = start_worker(&env).await;
+    let (first, second, third) = (
+        course_published(
+            "c-1",
+            1,
+            serde_json::json!({"title": "Draft", "total_lessons": 10, "instructor_id": "i1"}),
+        ),
+        course_published("c-2", 2, serde_json::json!({"title": "Algebra I"})),
+        course_published("c-3", 3, serde_json::json!({"total_lessons": 12})),
+    );
+    // The newest first, alone; then the oldest and the middle one together, in reverse order.
+    publisher.publish("m1", std::slice::from_ref(&third)).await;
+    drained(&env, Duration::from_secs(60)).await;
+    publisher.publish("m2", &[second, first]).await;
+    drained(&env, Duration::from_secs(60)).await;
+
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let expected = (Some("Algebra I".to_owned()), Some(12), Some("i1".to_owned()));
+    assert_eq!(catalog(&pool, "courses").await, expected);
+    assert_eq!(catalog(&pool, "course_catalog").await, expected);
+    assert!(reconcile(&env).await.is_empty());
+
+    // An admin's override wins every field it replaces until a newer event carries that field.
+    sqlx::query("insert into course_overrides values ('p1', 'c1', 'Algebra 1', null, 'i2', '2026-03-04T00:00:00Z')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog(&pool, "course_catalog").await,
+        (Some("Algebra 1".to_owned()), None, Some("i2".to_owned()))
+    );
+    publisher
+        .publish(
+            "m3",
+            &[course_published("c-4", 5, serde_json::json!({"total_lessons": 14}))],
+        )
+        .await;
+    drained(&env, Duration::from_secs(60)).await;
+    assert_eq!(
+        catalog(&pool, "course_catalog").await,
+        (Some("Algebra 1".to_owned()), Some(14), Some("i2".to_owned()))
+    );
+
+    // reconcile covers the catalog: a tampered field is reported and fixed; overrides are not
+    // derived, so they are neither.
+    sqlx::query("update courses set title = 'tampered'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tables: Vec<&str> = reconcile(&env).await.iter().map(|d| d.table).collect();
+    assert_eq!(tables, ["courses"]);
+    let store = support::store(&env).await;
+    workers::reconcile::fix(&pool, &store, &support::march()).await.unwrap();
+    assert!(reconcile(&env).await.is_empty());
+    assert_eq!(catalog(&pool, "courses").await.0.as_deref(), Some("Algebra I"));
+    assert_eq!(catalog(&pool, "course_catalog").await.0.as_deref(), Some("Algebra 1"));
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn raw_events_past_the_retention_are_deleted_and_the_rollups_kept() {
     let env = TestEnv::new().await;

@@ -330,34 +330,56 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
     }
 
     if !delta.catalog.is_empty() {
-        let mut c = columns!(project: &'a str, course: &'a str, title: Option<&'a str>, total: Option<i32>, instructor: Option<&'a str>,
-            updated: DateTime<Utc>);
+        let mut c = columns!(project: &'a str, course: &'a str, title: Option<&'a str>, title_at: Option<DateTime<Utc>>,
+            total: Option<i32>, total_at: Option<DateTime<Utc>>, instructor: Option<&'a str>,
+            instructor_at: Option<DateTime<Utc>>, updated: DateTime<Utc>);
         for ((project, course), e) in &delta.catalog {
             c.project.push(project);
             c.course.push(course);
-            c.title.push(e.title.as_deref());
-            c.total.push(e.total_lessons);
-            c.instructor.push(e.instructor_id.as_deref());
+            c.title.push(e.title.as_ref().map(|(t, _)| t.as_str()));
+            c.title_at.push(e.title.as_ref().map(|(_, at)| *at));
+            c.total.push(e.total_lessons.map(|(n, _)| n));
+            c.total_at.push(e.total_lessons.map(|(_, at)| at));
+            c.instructor.push(e.instructor_id.as_ref().map(|(i, _)| i.as_str()));
+            c.instructor_at.push(e.instructor_id.as_ref().map(|(_, at)| *at));
             c.updated.push(e.updated_at);
         }
-        sqlx::query(
-            "insert into courses (project, course_id, title, total_lessons, instructor_id, updated_at)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[])
-             on conflict (project, course_id) do update set
-                title = coalesce(excluded.title, courses.title),
-                total_lessons = coalesce(excluded.total_lessons, courses.total_lessons),
-                instructor_id = coalesce(excluded.instructor_id, courses.instructor_id),
-                updated_at = excluded.updated_at
-                where excluded.updated_at >= courses.updated_at",
-        )
-        .bind(&c.project)
-        .bind(&c.course)
-        .bind(&c.title)
-        .bind(&c.total)
-        .bind(&c.instructor)
-        .bind(&c.updated)
-        .execute(&mut **tx)
-        .await?;
+        // Each field: the later of the stored and the new (event time, then value, compared as
+        // bytes like Rust's `Ord` for strings), as `CatalogEntry::merge` does within a batch. Every
+        // right-hand side of an UPDATE sees the old row, so value and time move together.
+        let later = |value: &str, at: &str, order: &str| {
+            let newer = format!(
+                "excluded.{at} is not null and (courses.{at} is null
+                 or (excluded.{at}, excluded.{value}{order}) > (courses.{at}, courses.{value}{order}))"
+            );
+            format!(
+                "{value} = case when {newer} then excluded.{value} else courses.{value} end,
+                 {at} = case when {newer} then excluded.{at} else courses.{at} end"
+            )
+        };
+        let sql = format!(
+            "insert into courses (project, course_id, title, title_at, total_lessons, total_lessons_at,
+                                  instructor_id, instructor_at, updated_at)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
+                                  $6::timestamptz[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+             on conflict (project, course_id) do update set {}, {}, {},
+                updated_at = greatest(courses.updated_at, excluded.updated_at)",
+            later("title", "title_at", r#" collate "C""#),
+            later("total_lessons", "total_lessons_at", ""),
+            later("instructor_id", "instructor_at", r#" collate "C""#),
+        );
+        sqlx::query(&sql)
+            .bind(&c.project)
+            .bind(&c.course)
+            .bind(&c.title)
+            .bind(&c.title_at)
+            .bind(&c.total)
+            .bind(&c.total_at)
+            .bind(&c.instructor)
+            .bind(&c.instructor_at)
+            .bind(&c.updated)
+            .execute(&mut **tx)
+            .await?;
     }
     if !delta.groups.is_empty() {
         let mut c =

@@ -63,13 +63,34 @@ pub struct UserTotals {
     pub last_activity_at: DateTime<Utc>,
 }
 
-/// A course catalog entry from a `course_published` event.
+/// A course's catalog entry from its `course_published` events: each field the value of the latest
+/// event carrying it, by event time (ties: the greater value), with that time; so the entry is
+/// the same whatever order or batches the events arrive in (migration 0011 applies the same rule
+/// across batches).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
-    pub title: Option<String>,
-    pub total_lessons: Option<i32>,
-    pub instructor_id: Option<String>,
+    pub title: Option<(String, DateTime<Utc>)>,
+    pub total_lessons: Option<(i32, DateTime<Utc>)>,
+    pub instructor_id: Option<(String, DateTime<Utc>)>,
+    /// The latest `course_published` event's time.
     pub updated_at: DateTime<Utc>,
+}
+
+impl CatalogEntry {
+    /// Folds in another entry of the same course: the later of each field, the latest time.
+    pub fn merge(&mut self, other: CatalogEntry) {
+        fn later<T: Ord>(field: &mut Option<(T, DateTime<Utc>)>, other: Option<(T, DateTime<Utc>)>) {
+            if let Some((value, at)) = other {
+                if field.as_ref().is_none_or(|(v, a)| (at, &value) > (*a, v)) {
+                    *field = Some((value, at));
+                }
+            }
+        }
+        later(&mut self.title, other.title);
+        later(&mut self.total_lessons, other.total_lessons);
+        later(&mut self.instructor_id, other.instructor_id);
+        self.updated_at = self.updated_at.max(other.updated_at);
+    }
 }
 
 /// A group's traits, from its latest `group` call carrying traits, by (event time, messageId).
@@ -226,16 +247,23 @@ impl Delta {
         let Some(course) = id(event, "course_id") else { return };
         if name == "course_published" {
             let entry = CatalogEntry {
-                title: event.properties.get("title").and_then(Value::as_str).map(str::to_owned),
+                title: event
+                    .properties
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .map(|t| (t.to_owned(), ts)),
                 total_lessons: number(event, "total_lessons")
                     .and_then(|n| i32::try_from(n as i64).ok())
-                    .filter(|n| *n > 0),
-                instructor_id: id(event, "instructor_id"),
+                    .filter(|n| *n > 0)
+                    .map(|n| (n, ts)),
+                instructor_id: id(event, "instructor_id").map(|i| (i, ts)),
                 updated_at: ts,
             };
-            let key = (project.clone(), course);
-            if self.catalog.get(&key).is_none_or(|current| current.updated_at <= ts) {
-                self.catalog.insert(key, entry);
+            match self.catalog.entry((project.clone(), course)) {
+                std::collections::btree_map::Entry::Occupied(mut current) => current.get_mut().merge(entry),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(entry);
+                }
             }
             return;
         }
