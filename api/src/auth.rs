@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{extract::FromRequestParts, http::header, http::request::Parts};
-use common::keys;
+use common::{keys, project::ProjectId};
 use serde::{Deserialize, Serialize};
 
 use crate::{ApiError, App};
@@ -48,7 +48,7 @@ pub struct Claims {
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub project: String,
+    pub project: ProjectId,
     pub role: Role,
     /// The user id for JWTs; empty for read keys.
     pub sub: String,
@@ -60,7 +60,7 @@ pub struct Principal {
 
 impl Principal {
     /// A read key: every metric of its project, and nothing to write.
-    fn read_key(project: String) -> Self {
+    fn read_key(project: ProjectId) -> Self {
         Self {
             project,
             role: Role::Admin,
@@ -129,7 +129,7 @@ impl Principal {
 }
 
 /// The read keys looked up recently: key hash → project (None: not a valid read key).
-pub type KeyCache = moka::future::Cache<String, Option<String>>;
+pub type KeyCache = moka::future::Cache<String, Option<ProjectId>>;
 
 pub fn key_cache() -> KeyCache {
     moka::future::Cache::builder()
@@ -173,7 +173,9 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Principal, ApiError>
         .keys
         .try_get_with(hash, async move {
             let key = keys::lookup(&pool, &owned).await?;
-            Ok::<_, sqlx::Error>(key.filter(|k| k.scope == keys::Scope::Read).map(|k| k.project))
+            let key = key.filter(|k| k.scope == keys::Scope::Read);
+            // Stored keys were created for valid projects (`api keys create` checks).
+            Ok::<_, sqlx::Error>(key.and_then(|k| ProjectId::parse(&k.project).ok()))
         })
         .await
         .map_err(|e| {
@@ -226,11 +228,11 @@ fn decode_jwt(keys: &JwtKeys, token: &str) -> Result<Principal, ApiError> {
     // The subject is a user id of the event model (at most 256 bytes, no control characters);
     // anything else cannot name a learner and must not reach a query.
     let sub_ok = !claims.sub.is_empty() && claims.sub.len() <= 256 && !claims.sub.chars().any(char::is_control);
-    if !common::stream::is_valid_project(&claims.project) || !sub_ok {
+    let (Ok(project), true) = (ProjectId::parse(&claims.project), sub_ok) else {
         return Err(ApiError::Unauthorized);
-    }
+    };
     Ok(Principal {
-        project: claims.project,
+        project,
         role: claims.role,
         sub: claims.sub,
         courses: Arc::new(claims.courses),

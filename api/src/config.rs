@@ -24,7 +24,7 @@ pub struct Config {
     pub read_key: String,
     /// The project (tenant) the bootstrap read key reads.
     #[arg(long = "project", env = "API_PROJECT", default_value = "default")]
-    pub project: String,
+    pub project: common::project::ProjectId,
     /// HS256 secret of the JWT bearer tokens the api accepts. Empty: JWTs are refused.
     #[arg(
         long = "jwt-secret",

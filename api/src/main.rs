@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Subcommand as _};
-use common::{config::PostgresConfig, keys, origins};
+use common::{config::PostgresConfig, keys, origins, project::ProjectId};
 
 /// Subcommands besides serving (which is what `api` with no subcommand does, as always).
 #[derive(clap::Subcommand, Debug)]
@@ -31,7 +31,7 @@ enum OriginsAction {
     /// applies it within its key cache's time to live.
     Set {
         #[arg(long)]
-        project: String,
+        project: ProjectId,
         /// `https://host[:port]`, repeated for each page origin.
         #[arg(long = "origin", value_parser = origins::normalise)]
         origins: Vec<String>,
@@ -39,7 +39,7 @@ enum OriginsAction {
     /// Prints the project's allowed origins, one per line (none: every origin is allowed).
     List {
         #[arg(long)]
-        project: String,
+        project: ProjectId,
     },
 }
 
@@ -49,7 +49,7 @@ enum KeysAction {
     Create {
         /// The project (tenant) the key sends events to or reads.
         #[arg(long)]
-        project: String,
+        project: ProjectId,
         /// `write` (ingest) or `read` (api).
         #[arg(long, value_enum)]
         scope: keys::Scope,
@@ -62,7 +62,7 @@ enum KeysAction {
     /// Lists a project's keys (ids, scopes, dates; never the keys).
     List {
         #[arg(long)]
-        project: String,
+        project: ProjectId,
     },
 }
 
@@ -136,10 +136,6 @@ async fn connect(postgres: &PostgresConfig) -> anyhow::Result<sqlx::PgPool> {
 async fn keys_command(action: KeysAction, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     match action {
         KeysAction::Create { project, scope } => {
-            anyhow::ensure!(
-                common::stream::is_valid_project(&project),
-                "project {project:?} must be 1 to 64 letters, digits, `_` or `-`"
-            );
             let (key, secret) = keys::create(pool, &project, scope)
                 .await
                 .context("cannot create the key")?;
@@ -175,10 +171,6 @@ async fn keys_command(action: KeysAction, pool: &sqlx::PgPool) -> anyhow::Result
 async fn origins_command(action: OriginsAction, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     match action {
         OriginsAction::Set { project, origins } => {
-            anyhow::ensure!(
-                common::stream::is_valid_project(&project),
-                "project {project:?} must be 1 to 64 letters, digits, `_` or `-`"
-            );
             origins::set(pool, &project, &origins)
                 .await
                 .context("cannot set the origins")?;
@@ -263,5 +255,10 @@ mod tests {
                 "learn.example/path"
             ])
             .is_err());
+        // Projects are checked where they enter (they become subjects and key parts).
+        let error = super::cli()
+            .try_get_matches_from(["api", "keys", "create", "--project", "a.b", "--scope", "write"])
+            .unwrap_err();
+        assert!(error.to_string().contains("1 to 64 letters"), "{error}");
     }
 }

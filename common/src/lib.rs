@@ -10,6 +10,7 @@ pub mod documents;
 pub mod event;
 pub mod keys;
 pub mod origins;
+pub mod project;
 pub mod schema;
 pub mod serve;
 pub mod shutdown;

@@ -83,13 +83,10 @@ pub async fn ensure_dead_letter_stream(js: &jetstream::Context, config: &NatsCon
     .with_context(|| format!("cannot create or open the dead-letter stream {name}"))
 }
 
-/// Checks that a project id is a safe NATS subject token and database key: 1 to 64 of
-/// `[A-Za-z0-9_-]`.
+/// Checks that a project id is a safe NATS subject token and database key (see
+/// [`crate::project::ProjectId`], which callers keep once checked).
 pub fn is_valid_project(project: &str) -> bool {
-    (1..=64).contains(&project.len())
-        && project
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::project::is_valid(project)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use http::{header, HeaderMap};
 use common::{
     keys::{self, Scope},
     origins,
+    project::ProjectId,
 };
 use sqlx::PgPool;
 
@@ -24,7 +25,7 @@ const CACHE_CAPACITY: u64 = 100_000;
 /// An authenticated sender: the project its events belong to and an identity for its rate limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sender {
-    pub project: Arc<str>,
+    pub project: ProjectId,
     /// Stable per key and never the key itself (the stored key's id, or `static`).
     pub key_id: Arc<str>,
     /// The browser origins the project accepts events from; empty: every origin.
@@ -60,11 +61,11 @@ pub struct WriteKeys {
 
 impl WriteKeys {
     /// `static_key`: the configured key, its project and that project's allowed origins.
-    pub fn new(static_key: Option<(String, String, Vec<String>)>, pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(static_key: Option<(String, ProjectId, Vec<String>)>, pool: PgPool, ttl: Duration) -> Self {
         Self {
             static_key: static_key.map(|(key, project, origins)| {
                 let sender = Sender {
-                    project: project.into(),
+                    project,
                     key_id: "static".into(),
                     origins: origins.into(),
                 };
@@ -98,9 +99,10 @@ impl WriteKeys {
                 let Some(found) = keys::lookup(pool, key).await?.filter(|k| k.scope == Scope::Write) else {
                     return Ok(None);
                 };
-                let allowed = origins::allowed(pool, &found.project).await?;
+                let project = ProjectId::parse(&found.project).map_err(|e| sqlx::Error::Decode(e.into()))?;
+                let allowed = origins::allowed(pool, &project).await?;
                 Ok::<_, sqlx::Error>(Some(Sender {
-                    project: found.project.into(),
+                    project,
                     key_id: found.id.to_string().into(),
                     origins: allowed.into(),
                 }))

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::config::{parse_duration, NatsConfig, PostgresConfig};
+use common::{
+    config::{parse_duration, NatsConfig, PostgresConfig},
+    project::ProjectId,
+};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -31,7 +34,7 @@ pub struct Config {
     pub write_key: Option<String>,
     /// The project (tenant) whose events the static write key sends.
     #[arg(long = "project", env = "INGEST_PROJECT", default_value = "default")]
-    pub project: String,
+    pub project: ProjectId,
     /// Browser origins allowed to send with the static write key, comma-separated
     /// (`https://learn.example.com`); unset: every origin. Keys from PostgreSQL follow their
     /// project's list (`api origins set`).
@@ -191,5 +194,14 @@ mod tests {
     #[test]
     fn every_setting_is_a_well_formed_flag() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_static_keys_project_is_checked_at_the_command_line() {
+        use clap::Parser as _;
+        let error = super::Config::try_parse_from(["ingest", "--project", "a>b"]).unwrap_err();
+        assert!(error.to_string().contains("1 to 64 letters"), "{error}");
+        let config = super::Config::try_parse_from(["ingest", "--project", "acme"]).unwrap();
+        assert_eq!(config.project.as_str(), "acme");
     }
 }

@@ -33,7 +33,7 @@ use std::{
 
 use async_nats::jetstream;
 use bytes::{BufMut as _, Bytes, BytesMut};
-use common::stream::Subjects;
+use common::{project::ProjectId, stream::Subjects};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{config::Coalescing, error::IngestError};
@@ -55,7 +55,7 @@ pub struct Publisher {
 
 /// One request's events, waiting to be published.
 struct Job {
-    project: Arc<str>,
+    project: ProjectId,
     events: Vec<Vec<u8>>,
     waiter: Arc<Waiter>,
 }
@@ -131,7 +131,7 @@ impl Publisher {
 
     /// Queues `events` (JSON encodings) of `project` and waits until JetStream has acknowledged all
     /// of them, or fails with a retryable error (queue full, publish failed, timeout).
-    pub async fn publish(&self, project: &Arc<str>, events: Vec<Vec<u8>>) -> Result<(), IngestError> {
+    pub async fn publish(&self, project: &ProjectId, events: Vec<Vec<u8>>) -> Result<(), IngestError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -165,7 +165,7 @@ impl Publisher {
 
 /// A message being packed: a JSON array of events and the requests they come from.
 struct Message {
-    project: Arc<str>,
+    project: ProjectId,
     payload: BytesMut,
     events: usize,
     waiters: Vec<Arc<Waiter>>,
@@ -312,7 +312,7 @@ mod tests {
     fn job(project: &str, events: &[&str]) -> Job {
         let (done, _) = oneshot::channel();
         Job {
-            project: project.into(),
+            project: ProjectId::parse(project).unwrap(),
             events: events
                 .iter()
                 .map(|e| format!("{{\"id\":\"{e}\"}}").into_bytes())

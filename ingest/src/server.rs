@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use common::{
     admin::AdminState,
-    stream::{ensure_events_stream, is_valid_project, Subjects},
+    stream::{ensure_events_stream, Subjects},
     telemetry::PrometheusHandle,
 };
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -65,11 +65,6 @@ struct Inner {
 impl App {
     /// Connects to NATS and makes sure the events stream exists.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            is_valid_project(&config.project),
-            "project {:?} must be 1 to 64 letters, digits, `_` or `-`",
-            config.project
-        );
         anyhow::ensure!(
             config.write_key.as_ref().is_none_or(|key| !key.is_empty()),
             "the static write key must not be empty (leave INGEST_WRITE_KEY unset for none)"

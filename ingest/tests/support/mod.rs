@@ -26,7 +26,7 @@ pub fn config(env: &TestEnv) -> Config {
             max_connections: 2,
         },
         write_key: Some(KEY.to_owned()),
-        project: PROJECT.to_owned(),
+        project: PROJECT.parse().unwrap(),
         allowed_origins: Vec::new(),
         key_cache_ttl: Duration::from_secs(30),
         rate_limit: RateLimit::default(),
