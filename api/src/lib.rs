@@ -30,6 +30,14 @@ pub use config::Config;
 pub use error::ApiError;
 pub use routes::ROUTES;
 
+/// The request parsers and validators, reachable for the fuzz targets (`fuzz/`); not an interface.
+#[doc(hidden)]
+pub mod parse {
+    pub use crate::funnel::{parse_window, Step, StepRequest, MAX_STEPS, MAX_STEP_PROPERTIES, MAX_WINDOW_S};
+    pub use crate::metrics_routes::FunnelRequest;
+    pub use crate::routes::{bounded, date, path_id, Page, Range, RangeQuery};
+}
+
 /// The running service's shared state: cheap handles.
 #[derive(Clone)]
 pub struct App {

@@ -253,6 +253,28 @@ pub struct FunnelRequest {
     window: Option<serde_json::Value>,
 }
 
+impl FunnelRequest {
+    /// The range, the window in seconds and the steps, each validated (422 naming what is wrong).
+    pub fn validate(self, max_range_days: i64) -> Result<(Range, i64, Vec<Step>), ApiError> {
+        let range = Range::parse(self.from.as_deref(), self.to.as_deref(), max_range_days)?;
+        if !(2..=funnel::MAX_STEPS).contains(&self.steps.len()) {
+            return Err(ApiError::Unprocessable(format!(
+                "`steps` must have 2 to {} steps, not {}",
+                funnel::MAX_STEPS,
+                self.steps.len()
+            )));
+        }
+        let window = funnel::parse_window(self.window.as_ref())?;
+        let steps = self
+            .steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Step::parse(i, s))
+            .collect::<Result<_, _>>()?;
+        Ok((range, window, steps))
+    }
+}
+
 /// `POST /v1/funnels` with `{steps, from, to, window}` (crate::funnel has the definition): users
 /// per step, conversion from the previous step and from the first, and the median seconds between
 /// consecutive steps.
@@ -263,25 +285,7 @@ pub async fn funnel(
     JsonBody(request): JsonBody<FunnelRequest>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let range = Range::parse(
-        request.from.as_deref(),
-        request.to.as_deref(),
-        app.config.max_range_days,
-    )?;
-    if !(2..=funnel::MAX_STEPS).contains(&request.steps.len()) {
-        return Err(ApiError::Unprocessable(format!(
-            "`steps` must have 2 to {} steps, not {}",
-            funnel::MAX_STEPS,
-            request.steps.len()
-        )));
-    }
-    let window = funnel::parse_window(request.window.as_ref())?;
-    let steps: Vec<Step> = request
-        .steps
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| Step::parse(i, s))
-        .collect::<Result<_, _>>()?;
+    let (range, window, steps) = request.validate(app.config.max_range_days)?;
     let project = principal.project;
     let key = format!("funnel:{}:{window}:{}", range.key(), json(&steps)?);
     let cache = app.cache.clone();

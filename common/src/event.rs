@@ -111,7 +111,8 @@ impl Event {
 /// Normalises an event name to snake_case, so `"Course Viewed"`, `"COURSE_VIEWED"`,
 /// `"courseViewed"` and `"course_viewed"` are one event. Runs of anything but letters and digits
 /// become one `_`; a lower-to-upper case change starts a new word, as does the last capital of an
-/// acronym followed by a lowercase letter (`"HTTPRequest"` → `http_request`).
+/// acronym followed by a lowercase letter (`"HTTPRequest"` → `http_request`). A normalised name
+/// normalises to itself, so a stored name given back (as a funnel step) is the same name.
 pub fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
@@ -121,10 +122,10 @@ pub fn snake_case(name: &str) -> String {
             pending_separator = !out.is_empty();
             continue;
         }
-        if c.is_uppercase() && i > 0 {
+        if is_capital(c) && i > 0 {
             let prev = chars[i - 1];
             let next_is_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_is_lower) {
+            if prev.is_lowercase() || prev.is_ascii_digit() || (is_capital(prev) && next_is_lower) {
                 pending_separator = !out.is_empty();
             }
         }
@@ -132,9 +133,17 @@ pub fn snake_case(name: &str) -> String {
             out.push('_');
             pending_separator = false;
         }
-        out.extend(c.to_lowercase());
+        // `İ` lowercases to `i` and a combining dot, which is no letter (and would become a `_`
+        // the next time): only the letters and digits are kept.
+        out.extend(c.to_lowercase().filter(|l| l.is_alphanumeric()));
     }
     out
+}
+
+/// An uppercase letter with a lowercase form. Uppercase symbols without one (`🄰`) stay as they
+/// are, so they cannot start a word, or they would start one the next time.
+fn is_capital(c: char) -> bool {
+    c.is_uppercase() && c.to_lowercase().ne(std::iter::once(c))
 }
 
 #[cfg(test)]
@@ -162,6 +171,26 @@ mod tests {
         assert_eq!(snake_case("quiz2Submitted"), "quiz2_submitted");
         assert_eq!(snake_case("Ünïcode Évent"), "ünïcode_évent");
         assert_eq!(snake_case("!!!"), "");
+    }
+
+    #[test]
+    fn normalised_names_normalise_to_themselves() {
+        // `İ` (found by fuzz/, ingest_decode) lowercases to `i` + U+0307, and `🄰` is uppercase with
+        // no lowercase form; either made a stored name differ from its own normalisation.
+        assert_eq!(snake_case("İlk Ders"), "ilk_ders");
+        assert_eq!(snake_case("A🄰"), "a🄰");
+        for name in [
+            "İlk Ders",
+            "A🄰",
+            "x🄰🄰y",
+            "HTTPRequest",
+            "ǅungla Ǆ",
+            "Ⅻ Roman",
+            "Ünïcode Évent",
+        ] {
+            let once = snake_case(name);
+            assert_eq!(snake_case(&once), once, "{name}");
+        }
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Res
 /// authenticated before its events are parsed into a tree (which may take several times the
 /// body's bytes). Every endpoint's body is a JSON object with the key at the top level.
 pub fn body_write_key(body: &[u8]) -> Result<Option<String>, IngestError> {
+    // serde would also read a struct from an array (`["key"]`), taking its first element for the key.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(IngestError::BadRequest("the body is not a JSON object".into()));
+    }
     #[derive(Deserialize)]
     struct KeyOnly<'a> {
         #[serde(rename = "writeKey", borrow, default)]
@@ -276,7 +280,7 @@ fn normalise(
         for (key, value) in batch_context {
             context.entry(key.clone()).or_insert_with(|| value.clone());
         }
-        check_keys(&context, "context", 0, norm.limits.max_property_depth)?;
+        check_keys(&context, "context", 1, norm.limits.max_property_depth)?;
     }
     let event = match kind {
         EventType::Track => {
@@ -417,9 +421,12 @@ fn check_key_properties(properties: &Map<String, Value>) -> Result<(), String> {
             return Err("`properties.page` contains a control character".into());
         }
     }
-    if let Some(Value::String(name)) = properties.get("name") {
-        if name.contains('\0') {
-            return Err("`name` contains NUL (U+0000)".into());
+    // Copied from the call's top level by page and screen calls, after `properties` was checked.
+    for field in ["name", "category"] {
+        if let Some(Value::String(text)) = properties.get(field) {
+            if text.contains('\0') {
+                return Err(format!("`{field}` contains NUL (U+0000)"));
+            }
         }
     }
     for key in KEY_PROPERTIES {
@@ -704,6 +711,56 @@ mod tests {
             .validate(&norm(&limits))
             .rejected;
         assert!(rejected[0].error.contains("deeper than 3"), "{rejected:?}");
+    }
+
+    // The next three hold what fuzz/fuzz_targets/ingest_decode.rs checks of any input.
+
+    #[test]
+    fn page_names_and_categories_with_nul_are_rejected() {
+        let decoded = run(r#"{"batch":[
+            {"type":"page","userId":"u1","messageId":"m1","category":"a\u0000b"},
+            {"type":"screen","userId":"u1","messageId":"m2","name":"a\u0000b","properties":{"path":"/s"}},
+            {"type":"page","userId":"u1","messageId":"m3","name":"Home","category":"Docs"}]}"#);
+        assert_eq!(decoded.accepted.len(), 1);
+        assert_eq!(decoded.accepted[0].0.properties["category"], "Docs");
+        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.error.as_str()).collect();
+        assert_eq!(
+            errors,
+            ["`category` contains NUL (U+0000)", "`name` contains NUL (U+0000)"]
+        );
+    }
+
+    #[test]
+    fn a_batch_context_is_nested_no_deeper_than_an_event_context() {
+        let limits = Limits {
+            max_property_depth: 2,
+            ..Limits::default()
+        };
+        for (context, accepted) in [(r#"{"a":{"b":1}}"#, 1), (r#"{"a":{"b":{"c":1}}}"#, 0)] {
+            for body in [
+                format!(r#"{{"context":{context},"batch":[{{"type":"track","event":"a","userId":"u"}}]}}"#),
+                format!(r#"{{"batch":[{{"type":"track","event":"a","userId":"u","context":{context}}}]}}"#),
+            ] {
+                let mut bytes = body.clone().into_bytes();
+                let decoded = decode_batch(&mut bytes, Endpoint::Batch, &limits)
+                    .unwrap()
+                    .validate(&norm(&limits));
+                assert_eq!(decoded.accepted.len(), accepted, "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_write_key_is_read_from_an_object_only() {
+        assert_eq!(
+            body_write_key(br#" {"writeKey":"k","batch":[]}"#).unwrap().as_deref(),
+            Some("k")
+        );
+        assert_eq!(body_write_key(br#"{"batch":[]}"#).unwrap(), None);
+        for body in [&br#"["k"]"#[..], b"\"k\"", b"", b"{", br#"{"writeKey":1}"#] {
+            let error = body_write_key(body).unwrap_err();
+            assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
+        }
     }
 
     #[test]
