@@ -109,7 +109,7 @@ fn decode(data: &[u8], endpoint: Endpoint) {
             "rejections out of order: {:?}",
             decoded.rejected
         );
-        assert!(!rejection.error.is_empty(), "{rejection:?}");
+        assert!(!rejection.reason.message().is_empty(), "{rejection:?}");
         previous = Some(rejection.index);
     }
     let mut ids = HashSet::new();

@@ -36,13 +36,79 @@ pub struct Envelope {
     endpoint: Endpoint,
 }
 
-/// One rejected event, reported back to the client.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Rejection {
+/// One rejected event, reported back to the client as `{index, messageId?, code, error}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedEvent {
     pub index: usize,
-    #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
-    pub error: String,
+    pub reason: Rejection,
+}
+
+impl serde::Serialize for RejectedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("index", &self.index)?;
+        if let Some(id) = &self.message_id {
+            map.serialize_entry("messageId", id)?;
+        }
+        map.serialize_entry("code", self.reason.code())?;
+        map.serialize_entry("error", self.reason.message())?;
+        map.end()
+    }
+}
+
+/// Why one event was refused (docs/contract.md §4): a stable [`code`](Rejection::code), the
+/// `code` of its entry in the response and the `reason` label of `ingest_events_rejected_total`,
+/// and the reason in words, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// A required field is absent (`type` in a batch, an id, `event` of a track call...).
+    MissingField(String),
+    /// A field has the wrong type, is empty, or holds what a store cannot (control characters).
+    InvalidField(String),
+    /// An identifier, page or property key is longer than its limit.
+    TooLong(String),
+    /// A property or traits key is not allowed (`$`, `.`, NUL...).
+    InvalidKey(String),
+    /// `properties`, `traits` or `context` nest deeper than the limit.
+    TooDeep(String),
+    /// The normalised event is larger than `INGEST_MAX_EVENT_BYTES`.
+    TooLarge(String),
+    /// A time is not ISO-8601, or the event time is before the floor.
+    InvalidTime(String),
+}
+
+impl Rejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MissingField(_) => "missing_field",
+            Rejection::InvalidField(_) => "invalid_field",
+            Rejection::TooLong(_) => "too_long",
+            Rejection::InvalidKey(_) => "invalid_key",
+            Rejection::TooDeep(_) => "too_deep",
+            Rejection::TooLarge(_) => "too_large",
+            Rejection::InvalidTime(_) => "invalid_time",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Rejection::MissingField(m)
+            | Rejection::InvalidField(m)
+            | Rejection::TooLong(m)
+            | Rejection::InvalidKey(m)
+            | Rejection::TooDeep(m)
+            | Rejection::TooLarge(m)
+            | Rejection::InvalidTime(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
 }
 
 /// The outcome of validating a request's events.
@@ -52,7 +118,7 @@ pub struct Decoded {
     pub accepted: Vec<(Event, Vec<u8>)>,
     /// Repeats of a messageId within this request, dropped.
     pub duplicates: usize,
-    pub rejected: Vec<Rejection>,
+    pub rejected: Vec<RejectedEvent>,
 }
 
 /// What normalisation needs besides the events.
@@ -160,10 +226,10 @@ impl Envelope {
             Some(Err(error)) => {
                 // A bad batch-level sentAt makes every event's time untrustworthy: reject them all.
                 for index in 0..self.events.len() {
-                    decoded.rejected.push(Rejection {
+                    decoded.rejected.push(RejectedEvent {
                         index,
                         message_id: None,
-                        error: error.clone(),
+                        reason: error.clone(),
                     });
                 }
                 return decoded;
@@ -182,26 +248,26 @@ impl Envelope {
                     }
                     match serde_json::to_vec(&event) {
                         Ok(json) if json.len() <= norm.limits.max_event_bytes => decoded.accepted.push((event, json)),
-                        Ok(json) => decoded.rejected.push(Rejection {
+                        Ok(json) => decoded.rejected.push(RejectedEvent {
                             index,
                             message_id,
-                            error: format!(
+                            reason: Rejection::TooLarge(format!(
                                 "the event is {} bytes once normalised; at most {} are allowed",
                                 json.len(),
                                 norm.limits.max_event_bytes
-                            ),
+                            )),
                         }),
-                        Err(e) => decoded.rejected.push(Rejection {
+                        Err(e) => decoded.rejected.push(RejectedEvent {
                             index,
                             message_id,
-                            error: format!("cannot encode the event: {e}"),
+                            reason: Rejection::InvalidField(format!("cannot encode the event: {e}")),
                         }),
                     }
                 }
-                Err(error) => decoded.rejected.push(Rejection {
+                Err(reason) => decoded.rejected.push(RejectedEvent {
                     index,
                     message_id,
-                    error,
+                    reason,
                 }),
             }
         }
@@ -233,39 +299,52 @@ fn normalise(
     batch_sent_at: Option<DateTime<Utc>>,
     batch_context: Option<&Map<String, Value>>,
     norm: &Normalisation<'_>,
-) -> Result<Event, String> {
+) -> Result<Event, Rejection> {
     let Value::Object(mut raw) = raw else {
-        return Err("the event must be a JSON object".into());
+        return Err(Rejection::InvalidField("the event must be a JSON object".into()));
     };
     let kind = match (endpoint, raw.get("type")) {
         (Endpoint::Single(kind), None) => kind,
         (Endpoint::Single(kind), Some(Value::String(t))) if t == kind.as_str() => kind,
         (Endpoint::Single(kind), Some(_)) => {
-            return Err(format!("`type` must be \"{}\" on this endpoint", kind.as_str()))
+            return Err(Rejection::InvalidField(format!(
+                "`type` must be \"{}\" on this endpoint",
+                kind.as_str()
+            )))
         }
         (Endpoint::Batch, Some(Value::String(t))) => EventType::parse(t).ok_or_else(|| {
-            format!("`type` \"{t}\" is not supported; use track, page, screen, identify, group or alias")
+            Rejection::InvalidField(format!(
+                "`type` \"{t}\" is not supported; use track, page, screen, identify, group or alias"
+            ))
         })?,
-        (Endpoint::Batch, Some(_)) => return Err("`type` must be a string".into()),
-        (Endpoint::Batch, None) => return Err("`type` is required in a batch".into()),
+        (Endpoint::Batch, Some(_)) => return Err(Rejection::InvalidField("`type` must be a string".into())),
+        (Endpoint::Batch, None) => return Err(Rejection::MissingField("`type` is required in a batch".into())),
     };
     let user_id = identifier(raw.get("userId"), "userId")?;
     let anonymous_id = identifier(raw.get("anonymousId"), "anonymousId")?;
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err("one of `userId` and `anonymousId` is required".into());
+        return Err(Rejection::MissingField(
+            "one of `userId` and `anonymousId` is required".into(),
+        ));
     }
     let group_id = match kind {
-        EventType::Group => {
-            Some(identifier(raw.get("groupId"), "groupId")?.ok_or("`groupId` is required for group calls")?)
-        }
+        EventType::Group => Some(
+            identifier(raw.get("groupId"), "groupId")?
+                .ok_or_else(|| Rejection::MissingField("`groupId` is required for group calls".into()))?,
+        ),
         _ => None,
     };
     let previous_id = match kind {
         EventType::Alias => {
             if user_id.is_none() {
-                return Err("`userId` (the id being linked to) is required for alias calls".into());
+                return Err(Rejection::MissingField(
+                    "`userId` (the id being linked to) is required for alias calls".into(),
+                ));
             }
-            Some(identifier(raw.get("previousId"), "previousId")?.ok_or("`previousId` is required for alias calls")?)
+            Some(
+                identifier(raw.get("previousId"), "previousId")?
+                    .ok_or_else(|| Rejection::MissingField("`previousId` is required for alias calls".into()))?,
+            )
         }
         _ => None,
     };
@@ -286,15 +365,15 @@ fn normalise(
         EventType::Track => {
             let name = match raw.get("event") {
                 Some(Value::String(name)) => name,
-                Some(_) => return Err("`event` must be a string".into()),
-                None => return Err("`event` is required for track calls".into()),
+                Some(_) => return Err(Rejection::InvalidField("`event` must be a string".into())),
+                None => return Err(Rejection::MissingField("`event` is required for track calls".into())),
             };
             let normalised = snake_case(name);
             if normalised.is_empty() {
-                return Err("`event` has no letters or digits".into());
+                return Err(Rejection::InvalidField("`event` has no letters or digits".into()));
             }
             if normalised.len() > MAX_ID_LEN {
-                return Err(format!("`event` is longer than {MAX_ID_LEN} bytes"));
+                return Err(Rejection::TooLong(format!("`event` is longer than {MAX_ID_LEN} bytes")));
             }
             normalised
         }
@@ -360,11 +439,11 @@ fn normalise(
         ts = received_at;
     }
     if ts.date_naive() < norm.limits.time_floor {
-        return Err(format!(
+        return Err(Rejection::InvalidTime(format!(
             "the event time {} (from `timestamp`, corrected by `sentAt`) is before {}, the earliest accepted",
             ts.format("%Y-%m-%d"),
             norm.limits.time_floor
-        ));
+        )));
     }
     check_key_properties(&properties)?;
     let horizon = chrono::TimeDelta::from_std(norm.historical_horizon).unwrap_or(chrono::TimeDelta::MAX);
@@ -396,90 +475,106 @@ fn normalise(
 
 /// An identifier: a non-empty string (numbers are accepted and turned into strings, as SDKs of
 /// typed languages send them), at most [`MAX_ID_LEN`] bytes.
-fn identifier(value: Option<&Value>, field: &str) -> Result<Option<String>, String> {
+fn identifier(value: Option<&Value>, field: &str) -> Result<Option<String>, Rejection> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_ID_LEN => Err(format!("`{field}` is longer than {MAX_ID_LEN} bytes")),
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            Err(format!("`{field}` contains a control character (such as NUL)"))
-        }
+        Some(Value::String(s)) if s.len() > MAX_ID_LEN => Err(Rejection::TooLong(format!(
+            "`{field}` is longer than {MAX_ID_LEN} bytes"
+        ))),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(Rejection::InvalidField(format!(
+            "`{field}` contains a control character (such as NUL)"
+        ))),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(format!("`{field}` must be a string")),
+        Some(_) => Err(Rejection::InvalidField(format!("`{field}` must be a string"))),
     }
 }
 
 /// The page and the identifier properties the rollups key by: strings (or numbers) within their
 /// limits, without control characters.
-fn check_key_properties(properties: &Map<String, Value>) -> Result<(), String> {
+fn check_key_properties(properties: &Map<String, Value>) -> Result<(), Rejection> {
     if let Some(Value::String(page)) = properties.get("page") {
         if page.len() > MAX_PAGE_LEN {
-            return Err(format!("`properties.page` is longer than {MAX_PAGE_LEN} bytes"));
+            return Err(Rejection::TooLong(format!(
+                "`properties.page` is longer than {MAX_PAGE_LEN} bytes"
+            )));
         }
         if page.chars().any(char::is_control) {
-            return Err("`properties.page` contains a control character".into());
+            return Err(Rejection::InvalidField(
+                "`properties.page` contains a control character".into(),
+            ));
         }
     }
     // Copied from the call's top level by page and screen calls, after `properties` was checked.
     for field in ["name", "category"] {
         if let Some(Value::String(text)) = properties.get(field) {
             if text.contains('\0') {
-                return Err(format!("`{field}` contains NUL (U+0000)"));
+                return Err(Rejection::InvalidField(format!("`{field}` contains NUL (U+0000)")));
             }
         }
     }
     for key in KEY_PROPERTIES {
         if let Some(Value::String(id)) = properties.get(key) {
             if id.len() > MAX_ID_LEN {
-                return Err(format!("`properties.{key}` is longer than {MAX_ID_LEN} bytes"));
+                return Err(Rejection::TooLong(format!(
+                    "`properties.{key}` is longer than {MAX_ID_LEN} bytes"
+                )));
             }
             if id.chars().any(char::is_control) {
-                return Err(format!("`properties.{key}` contains a control character (such as NUL)"));
+                return Err(Rejection::InvalidField(format!(
+                    "`properties.{key}` contains a control character (such as NUL)"
+                )));
             }
         }
     }
     Ok(())
 }
 
-fn object(value: Option<Value>, field: &str, max_depth: usize) -> Result<Map<String, Value>, String> {
+fn object(value: Option<Value>, field: &str, max_depth: usize) -> Result<Map<String, Value>, Rejection> {
     match value {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => {
             check_keys(&map, field, 1, max_depth)?;
             Ok(map)
         }
-        Some(_) => Err(format!("`{field}` must be an object")),
+        Some(_) => Err(Rejection::InvalidField(format!("`{field}` must be an object"))),
     }
 }
 
 /// Rejects keys that MongoDB would read as operators or paths (`$…`, anything with `.`), empty
 /// keys, keys with NUL or longer than [`MAX_ID_LEN`], and nesting deeper than `max_depth`; names
 /// the offending path.
-fn check_keys(map: &Map<String, Value>, path: &str, depth: usize, max_depth: usize) -> Result<(), String> {
+fn check_keys(map: &Map<String, Value>, path: &str, depth: usize, max_depth: usize) -> Result<(), Rejection> {
     if depth > max_depth {
-        return Err(format!("`{path}` is nested deeper than {max_depth} levels"));
+        return Err(Rejection::TooDeep(format!(
+            "`{path}` is nested deeper than {max_depth} levels"
+        )));
     }
     for (key, value) in map {
         if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
-            return Err(format!(
+            return Err(Rejection::InvalidKey(format!(
                 "`{path}` has the key {key:?}; keys must not be empty, start with `$` or contain `.`"
-            ));
+            )));
         }
         if key.len() > MAX_ID_LEN {
-            return Err(format!("`{path}` has a key longer than {MAX_ID_LEN} bytes"));
+            return Err(Rejection::TooLong(format!(
+                "`{path}` has a key longer than {MAX_ID_LEN} bytes"
+            )));
         }
         check_value(value, &format!("{path}.{key}"), depth, max_depth)?;
     }
     Ok(())
 }
 
-fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Result<(), String> {
+fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Result<(), Rejection> {
     match value {
         Value::Object(map) => check_keys(map, path, depth + 1, max_depth),
         Value::Array(items) => {
             if depth + 1 > max_depth {
-                return Err(format!("`{path}` is nested deeper than {max_depth} levels"));
+                return Err(Rejection::TooDeep(format!(
+                    "`{path}` is nested deeper than {max_depth} levels"
+                )));
             }
             items
                 .iter()
@@ -487,18 +582,20 @@ fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Res
         }
         // PostgreSQL stores no NUL in text or jsonb: refused here, so the stores accept what
         // ingest accepts.
-        Value::String(text) if text.contains('\0') => Err(format!("`{path}` contains NUL (U+0000)")),
+        Value::String(text) if text.contains('\0') => {
+            Err(Rejection::InvalidField(format!("`{path}` contains NUL (U+0000)")))
+        }
         _ => Ok(()),
     }
 }
 
-fn parse_time(value: &Value, field: &str) -> Result<Option<DateTime<Utc>>, String> {
+fn parse_time(value: &Value, field: &str) -> Result<Option<DateTime<Utc>>, Rejection> {
     match value {
         Value::Null => Ok(None),
         Value::String(text) => DateTime::parse_from_rfc3339(text)
             .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| format!("`{field}` is not an ISO-8601 time ({e}): {text:?}")),
-        _ => Err(format!("`{field}` must be an ISO-8601 string")),
+            .map_err(|e| Rejection::InvalidTime(format!("`{field}` is not an ISO-8601 time ({e}): {text:?}"))),
+        _ => Err(Rejection::InvalidTime(format!("`{field}` must be an ISO-8601 string"))),
     }
 }
 
@@ -526,6 +623,53 @@ mod tests {
     }
 
     #[test]
+    fn every_rejection_has_a_stable_code_in_the_response_and_the_metric() {
+        let deep = serde_json::json!({"a": {"b": {"c": {"d": {}}}}});
+        let cases = [
+            (serde_json::json!({"type": "track", "userId": "u"}), "missing_field"),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": true}),
+                "invalid_field",
+            ),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": "x".repeat(257)}),
+                "too_long",
+            ),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": "u", "properties": {"$where": 1}}),
+                "invalid_key",
+            ),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": "u", "properties": deep}),
+                "too_deep",
+            ),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": "u", "timestamp": "yesterday"}),
+                "invalid_time",
+            ),
+            (
+                serde_json::json!({"type": "track", "event": "e", "userId": "u", "timestamp": "1999-12-31T00:00:00Z"}),
+                "invalid_time",
+            ),
+        ];
+        for (event, code) in cases {
+            let mut body = serde_json::to_vec(&serde_json::json!({"batch": [event]})).unwrap();
+            let limits = Limits {
+                max_property_depth: 3,
+                ..Limits::default()
+            };
+            let decoded = decode_batch(&mut body, Endpoint::Batch, &limits)
+                .unwrap()
+                .validate(&norm(&limits));
+            let rejected = &decoded.rejected[0];
+            assert_eq!(rejected.reason.code(), code, "{rejected:?}");
+            let json = serde_json::to_value(rejected).unwrap();
+            assert_eq!(json["code"], code);
+            assert_eq!(json["error"], rejected.reason.message());
+        }
+    }
+
+    #[test]
     fn a_bad_event_is_rejected_by_index_and_the_rest_accepted() {
         let decoded = run(r#"{"batch":[
             {"type":"track","event":"Course Viewed","userId":"u1","messageId":"m1","properties":{"course_id":"c1"}},
@@ -539,7 +683,7 @@ mod tests {
         let reasons: Vec<_> = decoded
             .rejected
             .iter()
-            .map(|r| (r.index, r.message_id.as_deref().unwrap(), r.error.as_str()))
+            .map(|r| (r.index, r.message_id.as_deref().unwrap(), r.reason.message()))
             .collect();
         assert_eq!(reasons[0].0, 1);
         assert!(reasons[0].2.contains("userId"), "{reasons:?}");
@@ -549,7 +693,10 @@ mod tests {
             r#"{{"batch":[{{"type":"track","event":"a","userId":"u","properties":{{"{}":1}}}}]}}"#,
             "k".repeat(MAX_ID_LEN + 1)
         );
-        assert!(run(&long_key).rejected[0].error.contains("a key longer than 256 bytes"));
+        assert!(run(&long_key).rejected[0]
+            .reason
+            .message()
+            .contains("a key longer than 256 bytes"));
         assert!(reasons[3].2.contains("`previousId`"), "{reasons:?}");
     }
 
@@ -568,7 +715,7 @@ mod tests {
         assert_eq!(events[0].traits["name"], "Class 7");
         assert_eq!((events[1].kind, events[1].event.as_str()), (EventType::Alias, "alias"));
         assert_eq!(events[1].previous_id.as_deref(), Some("anon-1"));
-        let errors: Vec<_> = decoded.rejected.iter().map(|r| (r.index, r.error.as_str())).collect();
+        let errors: Vec<_> = decoded.rejected.iter().map(|r| (r.index, r.reason.message())).collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].1.contains("`groupId` is required"), "{errors:?}");
         assert!(errors[1].1.contains("`userId`"), "{errors:?}");
@@ -601,7 +748,10 @@ mod tests {
         assert_eq!(decoded.accepted.len(), 1);
         assert_eq!(decoded.rejected.len(), 2);
         for rejection in &decoded.rejected {
-            assert!(rejection.error.contains("before 2000-01-01"), "{rejection:?}");
+            assert!(
+                rejection.reason.message().contains("before 2000-01-01"),
+                "{rejection:?}"
+            );
         }
         let limits = Limits {
             time_floor: chrono::NaiveDate::from_ymd_opt(1990, 1, 1).unwrap(),
@@ -631,7 +781,7 @@ mod tests {
         let decoded = run(&body);
         assert_eq!(decoded.accepted.len(), 1);
         assert_eq!(decoded.accepted[0].0.message_id, "m6");
-        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.error.as_str()).collect();
+        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.reason.message()).collect();
         assert!(
             errors[0].contains("`userId`") && errors[0].contains("control"),
             "{errors:?}"
@@ -710,7 +860,7 @@ mod tests {
             .unwrap()
             .validate(&norm(&limits))
             .rejected;
-        assert!(rejected[0].error.contains("deeper than 3"), "{rejected:?}");
+        assert!(rejected[0].reason.message().contains("deeper than 3"), "{rejected:?}");
     }
 
     // The next three hold what fuzz/fuzz_targets/ingest_decode.rs checks of any input.
@@ -723,7 +873,7 @@ mod tests {
             {"type":"page","userId":"u1","messageId":"m3","name":"Home","category":"Docs"}]}"#);
         assert_eq!(decoded.accepted.len(), 1);
         assert_eq!(decoded.accepted[0].0.properties["category"], "Docs");
-        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.error.as_str()).collect();
+        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.reason.message()).collect();
         assert_eq!(
             errors,
             ["`category` contains NUL (U+0000)", "`name` contains NUL (U+0000)"]

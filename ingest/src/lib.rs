@@ -17,6 +17,6 @@ mod routes;
 mod server;
 
 pub use config::{Coalescing, Config, Limits, RateLimit};
-pub use decode::{body_write_key, decode_batch, Decoded, Endpoint, Envelope, Normalisation, Rejection};
+pub use decode::{body_write_key, decode_batch, Decoded, Endpoint, Envelope, Normalisation, RejectedEvent, Rejection};
 pub use error::IngestError;
 pub use server::App;

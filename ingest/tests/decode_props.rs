@@ -114,7 +114,7 @@ proptest! {
                 prop_assert_eq!(decoded.accepted.len() + decoded.duplicates + decoded.rejected.len(), events);
                 for rejection in &decoded.rejected {
                     prop_assert!(rejection.index < events);
-                    prop_assert!(!rejection.error.is_empty());
+                    prop_assert!(!rejection.reason.message().is_empty());
                 }
                 for (event, json) in &decoded.accepted {
                     prop_assert!(event.user_id.is_some() || event.anonymous_id.is_some());
