@@ -92,6 +92,17 @@ impl Principal {
         }
     }
 
+    /// The course list: admins, and instructors (who see only the courses they teach).
+    pub fn require_staff(&self) -> Result<(), ApiError> {
+        if self.role == Role::Student {
+            Err(ApiError::Forbidden(
+                "students read only their own user endpoints".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// A course's analytics and learners: admins, and instructors who teach it.
     pub fn require_course(&self, course: &str) -> Result<(), ApiError> {
         match self.role {

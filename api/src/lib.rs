@@ -3,19 +3,15 @@
 //! fresh by the workers' change notifications, plus the dashboard page that reads it. No route
 //! reads MongoDB: it is the raw store of record, which reconcile and replays read.
 
-mod activity;
 mod auth;
 mod cache;
 mod config;
-mod courses;
 mod error;
-mod funnel;
 pub mod instruments;
-mod metrics_routes;
 pub mod openapi;
+mod query;
 mod routes;
 mod streams;
-mod users;
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,9 +29,9 @@ pub use routes::ROUTES;
 /// The request parsers and validators, reachable for the fuzz targets (`fuzz/`); not an interface.
 #[doc(hidden)]
 pub mod parse {
-    pub use crate::funnel::{parse_window, Step, StepRequest, MAX_STEPS, MAX_STEP_PROPERTIES, MAX_WINDOW_S};
-    pub use crate::metrics_routes::FunnelRequest;
-    pub use crate::routes::{bounded, date, path_id, Page, Range, RangeQuery};
+    pub use crate::query::funnel::{parse_window, Step, StepRequest, MAX_STEPS, MAX_STEP_PROPERTIES, MAX_WINDOW_S};
+    pub use crate::routes::extract::{bounded, date, path_id, Page, Range, RangeQuery};
+    pub use crate::routes::funnel::FunnelRequest;
 }
 
 /// The running service's shared state: cheap handles.

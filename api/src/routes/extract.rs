@@ -1,88 +1,24 @@
-//! The router and what every route shares: the validated query types (ranges, limits, pages).
-//! Every handler takes the caller's [`Principal`](crate::auth::Principal), checks what it may read,
-//! and scopes every query to the principal's project, so no query reaches another project's rows.
+//! The request's parameters, parsed at the edge into the types the routes take: a range of days
+//! ([`Range`]) and a page of a list ([`Page`]) as axum extractors, the validators behind them
+//! (dates, bounded integers, path ids) and a JSON body whose refusals look like every other one.
+//! Every refusal is a 422 `invalid_query` naming the parameter and what is wrong.
+//!
+//! The read routes share one query string, [`RangeQuery`]: each extractor reads it whole (a
+//! repeated parameter is axum's 400, whichever extractor meets it) and takes its fields from it.
+//! The extractors that read the query come after the ones that authorise (`super::access`), so a
+//! caller who may not read a route learns that (403) before what is wrong with the query (422).
 
 use axum::{
-    extract::{Request, State},
-    http::{header, HeaderValue},
-    middleware::Next,
-    response::{Html, IntoResponse, Response},
-    routing::{get, post, put},
-    Router,
+    extract::{FromRequest, FromRequestParts, Query, Request},
+    http::request::Parts,
+    response::{IntoResponse as _, Response},
 };
 use chrono::{Datelike as _, NaiveDate};
 use serde::Deserialize;
-use tower_http::compression::CompressionLayer;
 
-use crate::{courses, metrics_routes, users, ApiError, App};
+use crate::{ApiError, App};
 
-/// Every route: (method, path pattern). The OpenAPI test checks each is documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/"),
-    ("get", "/v1/openapi.json"),
-    ("get", "/v1/metrics/active-users"),
-    ("get", "/v1/metrics/events/top"),
-    ("get", "/v1/metrics/pages/top"),
-    ("post", "/v1/funnels"),
-    ("get", "/v1/retention"),
-    ("get", "/v1/courses"),
-    ("put", "/v1/courses/{id}"),
-    ("get", "/v1/courses/{id}/analytics"),
-    ("get", "/v1/courses/{id}/learners"),
-    ("get", "/v1/users/{id}/stats"),
-    ("get", "/v1/users/{id}/progress"),
-    ("get", "/v1/users/{id}/progress/stream"),
-    ("get", "/v1/users/{id}/learning-paths/{course_id}"),
-];
-
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/metrics/active-users", get(metrics_routes::active_users))
-        .route("/v1/metrics/events/top", get(metrics_routes::top_events))
-        .route("/v1/metrics/pages/top", get(metrics_routes::top_pages))
-        .route("/v1/funnels", post(metrics_routes::funnel))
-        .route("/v1/retention", get(metrics_routes::retention))
-        .route("/v1/courses", get(courses::list))
-        .route("/v1/courses/{id}", put(courses::put))
-        .route("/v1/courses/{id}/analytics", get(courses::analytics))
-        .route("/v1/courses/{id}/learners", get(courses::learners))
-        .route("/v1/users/{id}/stats", get(users::stats))
-        .route("/v1/users/{id}/progress", get(users::progress))
-        .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
-        .route("/v1/users/{id}/learning-paths/{course_id}", get(users::learning_path))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), deadline))
-        .route_layer(axum::middleware::from_fn(crate::instruments::record))
-        .fallback(|| async { ApiError::NotFound })
-        .layer(CompressionLayer::new())
-        .with_state(app)
-}
-
-/// Bounds the time to a response by `API_REQUEST_TIMEOUT` (a live stream's later events are not
-/// part of it): 503 rather than a request hung on a connection PostgreSQL no longer answers.
-async fn deadline(State(app): State<App>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(app.config.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable(
-            "PostgreSQL did not answer within the request timeout (API_REQUEST_TIMEOUT); retry shortly".into(),
-        )
-        .response(),
-    }
-}
-
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../static/index.html"))
-}
-
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        crate::openapi::document().to_string(),
-    )
-        .into_response()
-}
-
+/// The query string of the read routes.
 #[derive(Debug, Deserialize)]
 pub struct RangeQuery {
     pub from: Option<String>,
@@ -94,7 +30,17 @@ pub struct RangeQuery {
     pub group: Option<String>,
 }
 
-/// A validated, inclusive range of UTC days.
+impl RangeQuery {
+    /// The request's query string, or axum's own refusal of it.
+    async fn of(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        match Query::<Self>::from_request_parts(parts, app).await {
+            Ok(Query(query)) => Ok(query),
+            Err(rejection) => Err(rejection.into_response()),
+        }
+    }
+}
+
+/// A validated, inclusive range of UTC days (`?from&to`), at most `API_MAX_RANGE_DAYS` long.
 #[derive(Debug, Clone, Copy)]
 pub struct Range {
     pub from: NaiveDate,
@@ -119,6 +65,20 @@ impl Range {
     /// The normalised form used in cache keys.
     pub fn key(&self) -> String {
         format!("{}..{}", self.from, self.to)
+    }
+
+    /// The first and last day, as the query functions take them.
+    pub fn days(&self) -> (NaiveDate, NaiveDate) {
+        (self.from, self.to)
+    }
+}
+
+impl FromRequestParts<App> for Range {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let query = RangeQuery::of(parts, app).await?;
+        Self::parse(query.from.as_deref(), query.to.as_deref(), app.config.max_range_days).map_err(|e| e.response())
     }
 }
 
@@ -162,10 +122,28 @@ impl Page {
         })
     }
 
+    /// The normalised form used in cache keys.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.limit, self.offset)
+    }
+
+    /// `(limit, offset)`, as the query functions take them.
+    pub fn window(&self) -> (i64, i64) {
+        (self.limit, self.offset)
+    }
+
     /// The page's envelope: items, total and the next offset (null on the last page).
     pub fn envelope(&self, items: serde_json::Value, total: i64) -> serde_json::Value {
         let next = (self.offset + self.limit < total).then_some(self.offset + self.limit);
         serde_json::json!({"items": items, "total": total, "limit": self.limit, "offset": self.offset, "next_offset": next})
+    }
+}
+
+impl FromRequestParts<App> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Self::parse(&RangeQuery::of(parts, app).await?).map_err(|e| e.response())
     }
 }
 
@@ -186,10 +164,10 @@ pub fn path_id(name: &str, id: &str) -> Result<(), ApiError> {
 /// like every other invalid request.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::Unprocessable(rejection.body_text())),

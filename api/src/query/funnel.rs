@@ -5,16 +5,19 @@
 //! fill in the rollup transaction (one row per counted event, so resends and redeliveries are not
 //! rows twice), never from the raw events in MongoDB.
 //!
-//! [`load`] reads the steps' events as arrays, one row per event name; [`compute`] sorts those
-//! hits by user and time and walks each user's once.
+//! [`run`] is the whole funnel: [`load`] reads the steps' events as arrays, one row per event
+//! name; [`compute`] sorts those hits by user and time and walks each user's once; [`report`]
+//! turns the users reaching each step into conversions and median times. The request's shape
+//! (steps, window) is validated here too, by [`Step::parse`] and [`parse_window`], because it is
+//! the funnel's definition, not a detail of HTTP.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ApiError;
+use crate::{query::ratio, ApiError};
 
 /// Steps of one funnel at most.
 pub const MAX_STEPS: usize = 10;
@@ -309,6 +312,87 @@ pub fn median_seconds(gaps: &mut [i64]) -> Option<f64> {
     Some(ms / 1000.0)
 }
 
+/// One step of a funnel's answer.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct StepReport {
+    /// 1-based.
+    pub step: usize,
+    pub event: String,
+    pub users: i64,
+    /// 1 for the first step (when anyone entered).
+    pub conversion_from_previous: Option<f64>,
+    pub conversion_overall: Option<f64>,
+    pub median_seconds_from_previous: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub course_id: Option<String>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub properties: serde_json::Map<String, Value>,
+}
+
+/// A funnel's answer: each step, and the conversion from the first step to the last.
+#[derive(Debug, PartialEq)]
+pub struct Report {
+    pub steps: Vec<StepReport>,
+    pub overall_conversion: Option<f64>,
+}
+
+/// The report of `steps` from their `outcome`: users per step, conversion from the previous step
+/// and from the first, the median seconds between consecutive steps.
+pub fn report(steps: &[Step], mut outcome: Outcome) -> Report {
+    let reached = &outcome.reached;
+    let mut items = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        items.push(StepReport {
+            step: i + 1,
+            event: step.event.clone(),
+            users: reached[i],
+            conversion_from_previous: if i == 0 {
+                Some(1.0).filter(|_| reached[0] > 0)
+            } else {
+                ratio(reached[i], reached[i - 1])
+            },
+            conversion_overall: ratio(reached[i], reached[0]),
+            median_seconds_from_previous: if i == 0 {
+                None
+            } else {
+                median_seconds(&mut outcome.gaps[i])
+            },
+            course_id: step.course_id.clone(),
+            properties: step.properties.clone(),
+        });
+    }
+    let last = steps.len().saturating_sub(1);
+    let overall_conversion = ratio(outcome.reached[last], outcome.reached[0]);
+    Report {
+        steps: items,
+        overall_conversion,
+    }
+}
+
+/// The instants the UTC days `from..=to` span: from `from`'s midnight (inclusive) to the midnight
+/// after `to` (exclusive).
+pub fn bounds(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let midnight = |day: NaiveDate| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    (midnight(from), midnight(to.succ_opt().unwrap_or(NaiveDate::MAX)))
+}
+
+/// The funnel of `steps` over the days `from..=to` with a window of `window_s` seconds; `None`
+/// when the range holds more than `limit` events of the steps.
+pub async fn run(
+    pool: &sqlx::PgPool,
+    project: &str,
+    steps: &[Step],
+    (from, to): (NaiveDate, NaiveDate),
+    window_s: i64,
+    limit: usize,
+) -> Result<Option<Report>, ApiError> {
+    let (start, end) = bounds(from, to);
+    let Some(hits) = load(pool, project, steps, start, end, limit).await? else {
+        return Ok(None);
+    };
+    Ok(Some(report(steps, compute(steps.len(), window_s, hits))))
+}
+
 /// The conversion window: seconds, or a duration such as `30m`, `2h`, `7d`; 1 s to 365 days.
 pub fn parse_window(value: Option<&Value>) -> Result<i64, ApiError> {
     let invalid =
@@ -418,6 +502,67 @@ mod tests {
         assert!(parse_window(Some(&serde_json::json!(0))).is_err());
         assert!(parse_window(Some(&serde_json::json!("400d"))).is_err());
         assert!(parse_window(Some(&serde_json::json!(true))).is_err());
+    }
+
+    #[test]
+    fn the_report_converts_from_the_previous_step_and_the_first() {
+        let steps: Vec<Step> = ["view", "cart", "buy"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| Step::parse(i, StepRequest::Name(name.into())).unwrap())
+            .collect();
+        let outcome = Outcome {
+            reached: vec![4, 2, 1],
+            gaps: vec![vec![], vec![300_000, 120_000], vec![60_000]],
+        };
+        let report = report(&steps, outcome);
+        let column = |f: fn(&StepReport) -> Option<f64>| report.steps.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(
+            column(|s| s.conversion_from_previous),
+            [Some(1.0), Some(0.5), Some(0.5)]
+        );
+        assert_eq!(column(|s| s.conversion_overall), [Some(1.0), Some(0.5), Some(0.25)]);
+        assert_eq!(
+            column(|s| s.median_seconds_from_previous),
+            [None, Some(210.0), Some(60.0)]
+        );
+        assert_eq!(report.overall_conversion, Some(0.25));
+        assert_eq!(report.steps[2].step, 3);
+
+        // Nobody entered: no conversion is known, not even the first step's.
+        let empty = super::report(&steps, compute(3, 60, Vec::new()));
+        assert_eq!(empty.steps[0].conversion_from_previous, None);
+        assert_eq!(empty.overall_conversion, None);
+    }
+
+    #[test]
+    fn a_filtered_steps_report_names_its_course_and_properties_and_only_then() {
+        let request: StepRequest =
+            serde_json::from_value(serde_json::json!({"event": "Buy", "course_id": "c1", "properties": {"n": 2}}))
+                .unwrap();
+        let steps = [
+            Step::parse(0, StepRequest::Name("view".into())).unwrap(),
+            Step::parse(1, request).unwrap(),
+        ];
+        let report = report(&steps, compute(2, 60, Vec::new()));
+        assert_eq!(
+            serde_json::to_value(&report.steps).unwrap(),
+            serde_json::json!([
+                {"step": 1, "event": "view", "users": 0, "conversion_from_previous": null,
+                 "conversion_overall": null, "median_seconds_from_previous": null},
+                {"step": 2, "event": "buy", "users": 0, "conversion_from_previous": null,
+                 "conversion_overall": null, "median_seconds_from_previous": null,
+                 "course_id": "c1", "properties": {"n": 2}},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_range_of_days_spans_midnight_to_the_next_midnight() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let (start, end) = bounds(day(1), day(2));
+        assert_eq!(start.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert_eq!(end.to_rfc3339(), "2026-03-03T00:00:00+00:00");
     }
 
     #[test]
