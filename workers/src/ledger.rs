@@ -223,21 +223,29 @@ const MAX_FILTER_VALUE: usize = 1_024;
 
 /// The event's top-level scalar properties as a JSON object (funnel step filters compare them),
 /// or None when it has none.
-fn scalar_properties(event: &Event) -> Option<String> {
-    let scalars: serde_json::Map<String, Value> = event
-        .properties
-        .iter()
-        .filter(|(key, value)| {
-            key.as_str() != "course_id"
-                && match value {
-                    Value::String(s) => s.len() <= MAX_FILTER_VALUE,
-                    Value::Number(_) | Value::Bool(_) => true,
-                    _ => false,
-                }
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    (!scalars.is_empty()).then(|| Value::Object(scalars).to_string())
+pub fn scalar_properties(event: &Event) -> Option<String> {
+    /// The filtered properties, serialised as they are iterated: no copy of the map.
+    struct Scalars<'a>(&'a serde_json::Map<String, Value>);
+    impl Scalars<'_> {
+        fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+            self.0.iter().filter(|(key, value)| {
+                key.as_str() != "course_id"
+                    && match value {
+                        Value::String(s) => s.len() <= MAX_FILTER_VALUE,
+                        Value::Number(_) | Value::Bool(_) => true,
+                        _ => false,
+                    }
+            })
+        }
+    }
+    impl serde::Serialize for Scalars<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.entries())
+        }
+    }
+    let scalars = Scalars(&event.properties);
+    scalars.entries().next()?;
+    serde_json::to_string(&scalars).ok()
 }
 
 /// Deletes up to `limit` ledger rows of events older than `cutoff`; how many it deleted.

@@ -6,19 +6,19 @@
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use common::{
-    documents::{event_id, field, EVENTS},
+    documents::{field, EVENTS},
     event::{Event, EventType},
 };
 
 use futures::{stream, StreamExt as _, TryStreamExt as _};
 use mongodb::{
-    bson::{self, doc, Bson, Document, RawArrayBuf, RawBson, RawDocumentBuf},
+    bson::{self, doc, Bson, Document, RawDocumentBuf},
     error::ErrorKind,
     options::{Acknowledgment, IndexOptions, WriteConcern},
     Collection, IndexModel,
 };
 
-use crate::error::is_document_rejection;
+use crate::{error::is_document_rejection, raw_bson::Writer};
 
 /// MongoDB's duplicate key error code.
 pub(crate) const DUPLICATE_KEY: i32 = 11_000;
@@ -230,19 +230,20 @@ impl EventStore {
 }
 
 /// The stored document: the event's fields under the seeds' names, times as BSON dates, as the
-/// bytes the driver sends, written field by field without building a [`Document`] tree first (the workers' hot path: about a third of their CPU went to building
-/// and serialising trees and to the allocator behind them).
+/// bytes the driver sends, written in one pass into one buffer (raw_bson.rs says why).
 pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
-    let date = |t: chrono::DateTime<chrono::Utc>| bson::DateTime::from_millis(t.timestamp_millis());
-    let mut document = RawDocumentBuf::new();
-    document.append(field::ID, event_id(&event.project, &event.message_id));
-    document.append(field::PROJECT, event.project.as_str());
-    document.append(field::MESSAGE_ID, event.message_id.as_str());
-    document.append(field::TYPE, event.kind.as_str());
-    document.append(field::EVENT, event.event.as_str());
-    document.append(field::TS, date(event.ts));
-    document.append(field::DAY, event.day.to_string());
-    document.append(field::RECEIVED_AT, date(event.received_at));
+    let millis = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    let mut w = Writer::with_capacity(DOCUMENT_CAPACITY);
+    let at = w.begin();
+    // `common::documents::event_id`, joined in place.
+    w.joined(field::ID, &[&event.project, ":", &event.message_id])?;
+    w.string(field::PROJECT, &event.project)?;
+    w.string(field::MESSAGE_ID, &event.message_id)?;
+    w.string(field::TYPE, event.kind.as_str())?;
+    w.string(field::EVENT, &event.event)?;
+    w.date(field::TS, millis(event.ts))?;
+    w.display(field::DAY, event.day)?;
+    w.date(field::RECEIVED_AT, millis(event.received_at))?;
     let optional = [
         (field::USER_ID, &event.user_id),
         (field::ANONYMOUS_ID, &event.anonymous_id),
@@ -252,20 +253,20 @@ pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
     ];
     for (name, value) in optional {
         if let Some(value) = value {
-            document.append(name, value.as_str());
+            w.string(name, value)?;
         }
     }
     if let Some(sent_at) = event.sent_at {
-        document.append(field::SENT_AT, date(sent_at));
+        w.date(field::SENT_AT, millis(sent_at))?;
     }
     if let Some(timestamp) = event.timestamp {
-        document.append(field::TIMESTAMP, date(timestamp));
+        w.date(field::TIMESTAMP, millis(timestamp))?;
     }
     if event.historical {
-        document.append(field::HISTORICAL, true);
+        w.boolean(field::HISTORICAL, true)?;
     }
     if event.message_id_assigned {
-        document.append(field::MESSAGE_ID_ASSIGNED, true);
+        w.boolean(field::MESSAGE_ID_ASSIGNED, true)?;
     }
     for (name, map) in [
         (field::PROPERTIES, &event.properties),
@@ -273,47 +274,16 @@ pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
         (field::TRAITS, &event.traits),
     ] {
         if !map.is_empty() {
-            let value = raw_object(map).with_context(|| format!("cannot encode `{name}` as BSON"))?;
-            document.append(name, value);
+            w.object(name, map)
+                .with_context(|| format!("cannot encode `{name}` as BSON"))?;
         }
     }
-    Ok(document)
+    w.end(at);
+    Ok(RawDocumentBuf::from_bytes(w.into_bytes())?)
 }
 
-/// A JSON object as BSON, as `bson::to_bson` encodes it: integers as 64-bit, other numbers as
-/// doubles. Fails on what BSON cannot hold: a key with U+0000 (a C string in BSON; strings may
-/// hold it), an integer past `i64::MAX`.
-fn raw_object(map: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<RawDocumentBuf> {
-    let mut document = RawDocumentBuf::new();
-    for (key, value) in map {
-        anyhow::ensure!(!key.contains('\0'), "the key {key:?} holds U+0000");
-        document.append(key, raw_value(value)?);
-    }
-    Ok(document)
-}
-
-fn raw_value(value: &serde_json::Value) -> anyhow::Result<RawBson> {
-    use serde_json::Value;
-    Ok(match value {
-        Value::Null => RawBson::Null,
-        Value::Bool(b) => RawBson::Boolean(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => RawBson::Int64(i),
-            (None, Some(u), _) => anyhow::bail!("the integer {u} does not fit in 64 signed bits"),
-            (None, None, Some(f)) => RawBson::Double(f),
-            (None, None, None) => anyhow::bail!("the number {n} is not representable"),
-        },
-        Value::String(s) => RawBson::String(s.clone()),
-        Value::Array(items) => {
-            let mut array = RawArrayBuf::new();
-            for item in items {
-                array.push(raw_value(item)?);
-            }
-            RawBson::Array(array)
-        }
-        Value::Object(map) => RawBson::Document(raw_object(map)?),
-    })
-}
+/// Room for a typical event's document, so that most are written without growing the buffer.
+const DOCUMENT_CAPACITY: usize = 768;
 
 /// The event a stored document holds (times at the millisecond precision MongoDB keeps).
 pub fn from_document(document: &Document) -> anyhow::Result<Event> {
@@ -363,6 +333,8 @@ pub fn from_document(document: &Document) -> anyhow::Result<Event> {
 
 #[cfg(test)]
 mod tests {
+    use common::documents::event_id;
+
     use super::*;
 
     fn event() -> Event {

@@ -616,6 +616,9 @@ impl Worker {
             .iter()
             .map(|u| copies.get(u).map(|c| c.iter().map(owner).collect()).unwrap_or_default())
             .collect();
+        // Looked up by borrowed keys: one entry per user, not two string copies per event.
+        let ord_of: HashMap<(&str, &str), i32> =
+            ords.iter().map(|((p, u), o)| ((p.as_str(), u.as_str()), *o)).collect();
         let entries: Vec<Entry<'_>> = units
             .iter()
             .zip(&others)
@@ -625,8 +628,8 @@ impl Worker {
                     event,
                     owner: owner(u),
                     others,
-                    user_ord: ords
-                        .get(&(event.project.clone(), event.user_key().to_owned()))
+                    user_ord: ord_of
+                        .get(&(event.project.as_str(), event.user_key()))
                         .copied()
                         .unwrap_or_default(),
                 }
@@ -958,11 +961,11 @@ async fn prepare(batch: Batch) -> Prepared {
 }
 
 /// Elements of a payload that are not events: (the element, why).
-type Undecodable = Vec<(String, String)>;
+pub type Undecodable = Vec<(String, String)>;
 
 /// The events of a message payload (a JSON array), and the elements that are not events, with
 /// why. Fails only when the payload is not a JSON array at all.
-fn decode(payload: &[u8]) -> Result<(Vec<Event>, Undecodable), String> {
+pub fn decode(payload: &[u8]) -> Result<(Vec<Event>, Undecodable), String> {
     let mut bytes = payload.to_vec();
     if let Ok(mut events) = simd_json::serde::from_slice::<Vec<Event>>(&mut bytes) {
         events.iter_mut().for_each(to_millis);

@@ -353,7 +353,7 @@ async fn store(
             one_worker_stages = runs[runs.len() / 2].stages.clone();
         }
         println!(
-            "| {count} | {} | {:.2}x | {:.0} | {:.0} | {:.0} |",
+            "| {count} | {} | {:.2}x | {:.1} | {:.0} | {:.0} |",
             rate(r),
             r / ceiling,
             pick(|d| d.worker_cpu_us),
@@ -384,7 +384,7 @@ async fn store(
     let pick = |f: fn(&Drained) -> f64| median(runs.iter().map(f).collect());
     let r = pick(|d| d.rate);
     println!(
-        "| 1, with 3% client resends ({} messages' events) | {} | {:.2}x | {:.0} | {:.0} | {:.0} |",
+        "| 1, with 3% client resends ({} messages' events) | {} | {:.2}x | {:.1} | {:.0} | {:.0} |",
         rate((resent.len() - events.len()) as f64),
         rate(r),
         r / ceiling,
@@ -440,7 +440,7 @@ async fn store(
             one_worker / r
         );
         println!(
-            "Its own CPU (the uvicorn processes, the MongoDB server excluded): {cpu:.0} µs per event, against {one_worker_cpu:.0} µs for our workers (ingest's own is in the ingest section): with a MongoDB server that is not the limit, each core stores {:.1}x as many events through our workers as through the seeds' stack.\n",
+            "Its own CPU (the uvicorn processes, the MongoDB server excluded): {cpu:.0} µs per event, against {one_worker_cpu:.1} µs for our workers (ingest's own is in the ingest section): with a MongoDB server that is not the limit, each core stores {:.1}x as many events through our workers as through the seeds' stack.\n",
             cpu / one_worker_cpu
         );
     }
