@@ -76,16 +76,26 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<String>,
     /// When the event happened, corrected for client clock skew: what metrics bucket by.
+    #[serde(deserialize_with = "crate::wire_time::required")]
     pub ts: DateTime<Utc>,
     /// UTC date of `ts`, precomputed for bucketing.
     pub day: NaiveDate,
     /// The client's own `timestamp`, as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire_time::optional"
+    )]
     pub timestamp: Option<DateTime<Utc>>,
     /// The client's `sentAt`, as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire_time::optional"
+    )]
     pub sent_at: Option<DateTime<Utc>>,
     /// When ingest received the request.
+    #[serde(deserialize_with = "crate::wire_time::required")]
     pub received_at: DateTime<Utc>,
     /// The event is older than the historical horizon: stored and counted, but flagged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -99,6 +109,20 @@ pub struct Event {
 }
 
 impl Event {
+    /// A property by name. Events carry a handful of properties, and for a handful a scan of the
+    /// keys is cheaper than `Map::get`, which hashes the name with SipHash first (the map is an
+    /// IndexMap: bson turns on serde_json's `preserve_order`); the rollup fold looks up several
+    /// per event.
+    pub fn property(&self, name: &str) -> Option<&Value> {
+        if self.properties.len() > 16 {
+            return self.properties.get(name);
+        }
+        self.properties
+            .iter()
+            .find(|(key, _)| key.as_str() == name)
+            .map(|(_, value)| value)
+    }
+
     /// The identity metrics count: the user id, else the anonymous id (docs/contract.md §6).
     pub fn user_key(&self) -> &str {
         self.user_id

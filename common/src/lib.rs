@@ -16,3 +16,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
+pub mod wire_time;

@@ -140,7 +140,7 @@ pub fn property_id(event: &Event, name: &str) -> Option<String> {
 }
 
 fn id(event: &Event, name: &str) -> Option<String> {
-    match event.properties.get(name)? {
+    match event.property(name)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -148,7 +148,7 @@ fn id(event: &Event, name: &str) -> Option<String> {
 }
 
 fn number(event: &Event, name: &str) -> Option<f64> {
-    match event.properties.get(name)? {
+    match event.property(name)? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
@@ -189,7 +189,7 @@ impl Delta {
             .entry((project.clone(), day, name.to_owned()))
             .or_default() += 1;
         if name == "page_view" {
-            if let Some(Value::String(page)) = event.properties.get("page") {
+            if let Some(Value::String(page)) = event.property("page") {
                 *self.page_views.entry((project.clone(), day, page.clone())).or_default() += 1;
             }
         }
@@ -349,7 +349,7 @@ impl Delta {
                     .filter(|m| m.is_finite() && *m > 0.0)
                     .unwrap_or(100.0);
                 let score = number(event, "score").filter(|s| s.is_finite()).unwrap_or(0.0);
-                let passed = event.properties.get("passed").and_then(Value::as_bool).unwrap_or(false);
+                let passed = event.property("passed").and_then(Value::as_bool).unwrap_or(false);
                 let entry = self.quizzes.entry((project.clone(), user, quiz)).or_insert(Quiz {
                     course_id: Some(course),
                     attempts: 0,
