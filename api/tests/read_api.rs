@@ -1049,6 +1049,16 @@ async fn the_progress_stream_pushes_a_learners_progress_as_workers_commit_it() {
         .await
         .unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    // The header is read as every other route reads it: the scheme in either case.
+    let lowercase = stack
+        .http
+        .get(format!("{}/v1/users/u7/progress/stream", stack.base))
+        .header(header::AUTHORIZATION, format!("bearer {student}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), StatusCode::OK);
+    drop(lowercase);
     let response = stack
         .http
         .get(format!("{}/v1/users/u7/progress/stream?key={student}", stack.base))

@@ -6,7 +6,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::{Path, Query, State},
-    http::{header, HeaderMap},
+    http::HeaderMap,
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse as _, Response,
@@ -81,11 +81,7 @@ pub async fn progress_stream(
     Path(user): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_owned());
+    let header_token = crate::auth::bearer_token(&headers).map(str::to_owned);
     let token = match (header_token, query.key) {
         (Some(token), _) => token,
         // URLs end up in logs and browser history: only a JWT, whose lifetime is bounded, may
