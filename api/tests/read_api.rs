@@ -706,6 +706,34 @@ async fn active_users_of_a_group_count_only_its_members() {
         .get(&format!("/v1/metrics/active-users?{RANGE}&group=a%00b"), READ_KEY)
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // The group itself: its traits (the latest call carrying any, by event time: a later call
+    // without traits changes nothing, an older one with traits neither) and its members.
+    let mut late = ev("p1", "u2", "group", "2026-03-03T10:00:00Z", json!({}));
+    (late["type"], late["group_id"]) = ("group".into(), "class-a".into());
+    let mut stale = ev("p1", "u2", "group", "2026-02-01T10:00:00Z", json!({}));
+    (stale["type"], stale["group_id"], stale["traits"]) =
+        ("group".into(), "class-a".into(), json!({"name": "old name"}));
+    stack.publish(&[late, stale]).await;
+    let a = stack.ok("/v1/groups/class-a", READ_KEY).await;
+    assert_eq!(
+        a,
+        json!({"group_id": "class-a", "traits": {"name": "class-a"},
+               "traits_updated_at": "2026-03-01T10:00:00Z", "members": 3}),
+        "u1, u3, and u2 by its later call"
+    );
+    let (status, _) = stack.get("/v1/groups/nobody", READ_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let other_admin = token(api::Role::Admin, "x", "p2", &[]);
+    let (status, _) = stack.get("/v1/groups/class-a", &other_admin).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another project's admin sees no such group"
+    );
+    let student = token(api::Role::Student, "u1", "p1", &[]);
+    let (status, _) = stack.get("/v1/groups/class-a", &student).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

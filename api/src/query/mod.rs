@@ -8,6 +8,7 @@
 pub mod activity;
 pub mod courses;
 pub mod funnel;
+pub mod groups;
 pub mod metrics;
 pub mod users;
 

@@ -1,7 +1,7 @@
 //! The router: every route of the read API with its handler, and the layers around them. The
-//! handlers live beside it by what they serve (`metrics`, `funnel`, `courses`, `users`, `public`);
-//! they take their caller from `access` and their parameters from `extract`, answer through
-//! `answer`, and leave the computing to `crate::query`, which knows nothing of HTTP.
+//! handlers live beside it by what they serve (`metrics`, `funnel`, `courses`, `groups`, `users`,
+//! `public`); they take their caller from `access` and their parameters from `extract`, answer
+//! through `answer`, and leave the computing to `crate::query`, which knows nothing of HTTP.
 
 mod access;
 mod answer;
@@ -9,6 +9,7 @@ mod courses;
 mod deadline;
 pub mod extract;
 pub mod funnel;
+mod groups;
 mod metrics;
 mod public;
 mod users;
@@ -34,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/courses/{id}"),
     ("get", "/v1/courses/{id}/analytics"),
     ("get", "/v1/courses/{id}/learners"),
+    ("get", "/v1/groups/{id}"),
     ("get", "/v1/users/{id}/stats"),
     ("get", "/v1/users/{id}/progress"),
     ("get", "/v1/users/{id}/progress/stream"),
@@ -53,6 +55,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/courses/{id}", put(courses::put))
         .route("/v1/courses/{id}/analytics", get(courses::analytics))
         .route("/v1/courses/{id}/learners", get(courses::learners))
+        .route("/v1/groups/{id}", get(groups::group))
         .route("/v1/users/{id}/stats", get(users::stats))
         .route("/v1/users/{id}/progress", get(users::progress))
         .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
