@@ -585,6 +585,12 @@ fn check_value(value: &Value, path: &str, depth: usize, max_depth: usize) -> Res
         Value::String(text) if text.contains('\0') => {
             Err(Rejection::InvalidField(format!("`{path}` contains NUL (U+0000)")))
         }
+        // MongoDB's integers are 64-bit signed: an integer above i64::MAX (JSON has no bound)
+        // could not be stored as the number it is.
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Err(Rejection::InvalidField(format!(
+            "`{path}` is an integer above {} (MongoDB stores 64-bit signed integers)",
+            i64::MAX
+        ))),
         _ => Ok(()),
     }
 }
@@ -793,6 +799,24 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[4].contains("`properties.course_id`"), "{errors:?}");
+    }
+
+    #[test]
+    fn integers_beyond_64_signed_bits_are_refused_by_path() {
+        let decoded = run(r#"{"batch":[
+            {"type":"track","event":"e","userId":"u","messageId":"a","properties":{"n":9223372036854775807,"m":-9223372036854775808,"f":1e300}},
+            {"type":"track","event":"e","userId":"u","messageId":"b","properties":{"n":9223372036854775808}},
+            {"type":"identify","userId":"u","messageId":"c","traits":{"deep":{"list":[1,18446744073709551615]}}}
+        ]}"#);
+        let ids: Vec<&str> = decoded.accepted.iter().map(|(e, _)| e.message_id.as_str()).collect();
+        assert_eq!(ids, ["a"], "i64's own bounds and doubles are kept");
+        let errors: Vec<&str> = decoded.rejected.iter().map(|r| r.reason.message()).collect();
+        assert!(
+            errors[0].contains("`properties.n`") && errors[0].contains("64-bit"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("`traits.deep.list`"), "{errors:?}");
+        assert!(decoded.rejected.iter().all(|r| r.reason.code() == "invalid_field"));
     }
 
     #[test]
