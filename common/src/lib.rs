@@ -11,6 +11,7 @@ pub mod event;
 pub mod keys;
 pub mod origins;
 pub mod project;
+pub mod raw_bson;
 pub mod schema;
 pub mod serve;
 pub mod shutdown;

@@ -2,7 +2,8 @@
 //! and every event's validation and normalisation, on the batch endpoint and on one single-event
 //! endpoint. Beyond "no panic": each event is accepted, dropped as a repeat or rejected with a
 //! reason, and what is accepted keeps the promises of docs/contract.md §4 ("Limits", "Event fields
-//! and normalisation") and reads back, as the workers read it, as the same event.
+//! and normalisation") and reads back, as the workers read it, as the same event, whose maps the
+//! workers' BSON writer stores as bson would (what ingest accepts, MongoDB stores).
 #![no_main]
 
 use std::{collections::HashSet, sync::LazyLock, time::Duration};
@@ -140,6 +141,20 @@ fn check_event(event: &Event, json: &[u8], endpoint: Endpoint, norm: &Normalisat
     });
     assert_eq!(back.len(), 1);
     assert_eq!(&back[0], event, "the event changed on its way to the workers");
+    // What ingest accepts MongoDB must store: the workers' BSON writer takes every map of it,
+    // as the very bytes bson's own encoder gives.
+    for map in [&event.properties, &event.context, &event.traits] {
+        let mut writer = common::raw_bson::Writer::with_capacity(0);
+        let at = writer.begin();
+        writer
+            .object("m", map)
+            .unwrap_or_else(|e| panic!("accepted but not storable in MongoDB ({e}): {}", String::from_utf8_lossy(json)));
+        writer.end(at);
+        let expected = bson::to_bson(map)
+            .and_then(|m| bson::to_vec(&bson::doc! {"m": m}))
+            .expect("bson encodes what the writer encodes");
+        assert_eq!(writer.into_bytes(), expected, "the stored bytes differ from bson's");
+    }
 
     assert_eq!(event.project, norm.project);
     if let Endpoint::Single(kind) = endpoint {

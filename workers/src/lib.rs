@@ -13,7 +13,6 @@ pub mod instruments;
 pub mod ledger;
 pub mod ordinals;
 pub mod paths;
-mod raw_bson;
 pub mod reconcile;
 pub mod rollup;
 pub mod store;

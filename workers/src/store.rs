@@ -18,7 +18,9 @@ use mongodb::{
     Collection, IndexModel,
 };
 
-use crate::{error::is_document_rejection, raw_bson::Writer};
+use common::raw_bson::Writer;
+
+use crate::error::is_document_rejection;
 
 /// MongoDB's duplicate key error code.
 pub(crate) const DUPLICATE_KEY: i32 = 11_000;
@@ -230,7 +232,7 @@ impl EventStore {
 }
 
 /// The stored document: the event's fields under the seeds' names, times as BSON dates, as the
-/// bytes the driver sends, written in one pass into one buffer (raw_bson.rs says why).
+/// bytes the driver sends, written in one pass into one buffer (`common::raw_bson` says why).
 pub fn to_raw_document(event: &Event) -> anyhow::Result<RawDocumentBuf> {
     let millis = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
     let mut w = Writer::with_capacity(DOCUMENT_CAPACITY);

@@ -1,11 +1,13 @@
 //! An event's MongoDB document written as BSON bytes straight into one buffer: the workers' hot
-//! path. The bson crate's `RawDocumentBuf::append` takes owned values, so every string of an
+//! path (`workers::store::to_raw_document` writes the stored document with it; the fields are
+//! [`crate::documents::field`]). The bson crate's `RawDocumentBuf::append` takes owned values, so every string of an
 //! event's properties, context and traits was cloned, every nested object built in a buffer of
 //! its own and copied into its parent, and each buffer grown from five bytes: a drain's profile
 //! put `to_raw_document` at an eighth of the workers' CPU, most of it the allocator and
 //! `memmove`. Here each value is copied once, into a buffer sized from the start.
 //!
-//! The encoding is `bson::to_bson`'s for JSON (store.rs's unit test compares the bytes): integers
+//! The encoding is `bson::to_bson`'s for JSON (the tests here, workers/src/store.rs's and the
+//! `ingest_decode` fuzz target compare the bytes): integers
 //! as 64-bit, other numbers as doubles, arrays as documents keyed "0", "1", ...
 
 use std::io::Write as _;
@@ -174,8 +176,6 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson;
-
     use super::*;
 
     #[test]
@@ -196,6 +196,66 @@ mod tests {
         })
         .unwrap();
         assert_eq!(writer.into_bytes(), expected);
+    }
+
+    /// Random JSON (nested objects and arrays, every scalar kind, keys and strings with
+    /// multi-byte characters and NUL in values, integers at and beyond i64's bounds): the same
+    /// bytes as bson's own encoder, or refused exactly where bson refuses.
+    #[test]
+    fn random_values_encode_as_bson_would() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        fn value(next: &mut impl FnMut(u64) -> u64, depth: u32) -> Value {
+            let text = |next: &mut dyn FnMut(u64) -> u64| -> String {
+                ["", "a", "é", "日本", "x\u{0}y", "long key with spaces", "0", "😀"][next(8) as usize]
+                    .repeat(1 + next(3) as usize)
+            };
+            match next(if depth > 3 { 7 } else { 9 }) {
+                0 => Value::Null,
+                1 => Value::Bool(next(2) == 1),
+                2 => serde_json::json!([i64::MIN, i64::MAX, 0, -1, 1 << 40][next(5) as usize]),
+                3 => serde_json::json!(u64::MAX - next(3)),
+                4 => serde_json::json!([0.5, -0.0, 1e300, -2.25e-300, 3.0][next(5) as usize]),
+                5 | 6 => Value::String(text(next)),
+                7 => Value::Array((0..next(12)).map(|_| value(next, depth + 1)).collect()),
+                _ => Value::Object(
+                    (0..next(6))
+                        .map(|_| (text(next).replace('\0', ""), value(next, depth + 1)))
+                        .collect(),
+                ),
+            }
+        }
+        let (mut same, mut refused) = (0, 0);
+        for _ in 0..3_000 {
+            let mut map = Map::new();
+            for i in 0..next(6) {
+                map.insert(format!("k{i}"), value(&mut next, 0));
+            }
+            let mut writer = Writer::with_capacity(0);
+            let at = writer.begin();
+            let ours = writer.object("doc", &map).map(|()| {
+                writer.end(at);
+                writer.into_bytes()
+            });
+            let theirs = bson::to_bson(&map).and_then(|doc| bson::to_vec(&bson::doc! {"doc": doc}));
+            match (ours, theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours, theirs, "{map:?}");
+                    same += 1;
+                }
+                (Err(Unencodable::TooLarge(_)), Err(_)) => refused += 1,
+                (ours, theirs) => panic!("{map:?}: ours {ours:?}, bson's {theirs:?}"),
+            }
+        }
+        assert!(
+            same > 500 && refused > 500,
+            "both outcomes exercised: {same} same, {refused} refused"
+        );
     }
 
     #[test]
