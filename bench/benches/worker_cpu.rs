@@ -15,29 +15,12 @@ fn message() -> Vec<u8> {
         seed: 7,
         end: chrono::Utc::now().date_naive() - chrono::Duration::days(1),
     };
-    let body = serde_json::to_vec(&serde_json::json!({
-        "batch": workload.generate().events.into_iter().take(200).collect::<Vec<_>>()
-    }))
-    .unwrap_or_default();
-    let limits = ingest::Limits::default();
-    let mut bytes = body;
-    let accepted = ingest::decode_batch(&mut bytes, ingest::Endpoint::Batch, &limits)
-        .map(|envelope| {
-            envelope
-                .validate(&ingest::Normalisation {
-                    project: "bench",
-                    received_at: chrono::Utc::now(),
-                    max_clock_skew: std::time::Duration::from_secs(60),
-                    historical_horizon: std::time::Duration::from_secs(30 * 86_400),
-                    limits: &limits,
-                })
-                .accepted
-                .into_iter()
-                .map(|(event, _)| event)
-                .take(100)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let raw: Vec<_> = workload.generate().events.into_iter().take(200).collect();
+    let accepted: Vec<_> = bench::normalised::events("bench", &raw)
+        .unwrap_or_default()
+        .into_iter()
+        .take(100)
+        .collect();
     serde_json::to_vec(&accepted).unwrap_or_default()
 }
 

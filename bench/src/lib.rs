@@ -12,6 +12,7 @@
 //! truth however they are delivered, so the demo and tests can check the pipeline against it.
 
 pub mod load;
+pub mod normalised;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -92,27 +92,7 @@ fn normalised_workload(learners: usize) -> anyhow::Result<Vec<Event>> {
         seed: 7,
         end,
     };
-    let limits = ingest::Limits::default();
-    let mut out = Vec::new();
-    for chunk in workload.generate().events.chunks(1_000) {
-        let mut body = serde_json::to_vec(&serde_json::json!({"batch": chunk}))?;
-        let envelope =
-            ingest::decode_batch(&mut body, ingest::Endpoint::Batch, &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let decoded = envelope.validate(&ingest::Normalisation {
-            project: "bench",
-            received_at: chrono::Utc::now(),
-            max_clock_skew: Duration::from_secs(60),
-            historical_horizon: Duration::from_secs(30 * 86_400),
-            limits: &limits,
-        });
-        anyhow::ensure!(
-            decoded.rejected.is_empty(),
-            "the workload has invalid events: {:?}",
-            decoded.rejected
-        );
-        out.extend(decoded.accepted.into_iter().map(|(event, _)| event));
-    }
-    Ok(out)
+    bench::normalised::events("bench", &workload.generate().events)
 }
 
 async fn publish(env: &TestEnv, events: &[Event], per_message: usize) -> anyhow::Result<()> {

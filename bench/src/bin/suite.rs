@@ -141,31 +141,6 @@ fn raw_events(learners: usize) -> Vec<Value> {
     workload(learners).generate().events
 }
 
-/// The workload as ingest would have normalised it, by ingest's own decoder.
-fn normalised(raw: &[Value]) -> anyhow::Result<Vec<Event>> {
-    let limits = ingest::Limits::default();
-    let mut out = Vec::new();
-    for chunk in raw.chunks(1_000) {
-        let mut body = serde_json::to_vec(&serde_json::json!({"batch": chunk}))?;
-        let envelope =
-            ingest::decode_batch(&mut body, ingest::Endpoint::Batch, &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let decoded = envelope.validate(&ingest::Normalisation {
-            project: PROJECT,
-            received_at: chrono::Utc::now(),
-            max_clock_skew: Duration::from_secs(60),
-            historical_horizon: Duration::from_secs(30 * 86_400),
-            limits: &limits,
-        });
-        anyhow::ensure!(
-            decoded.rejected.is_empty(),
-            "invalid workload events: {:?}",
-            decoded.rejected
-        );
-        out.extend(decoded.accepted.into_iter().map(|(event, _)| event));
-    }
-    Ok(out)
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -296,7 +271,7 @@ async fn store(
     drains_only: bool,
 ) -> anyhow::Result<()> {
     let raw = raw_events(size.learners);
-    let events = normalised(&raw)?;
+    let events = bench::normalised::events(PROJECT, &raw)?;
     let n = events.len();
     println!("### Store: {label}\n");
     println!(
@@ -1009,7 +984,7 @@ async fn noop(addr: SocketAddr) -> anyhow::Result<()> {
 
 async fn api(size: Size) -> anyhow::Result<()> {
     let raw = raw_events(size.learners);
-    let events = normalised(&raw)?;
+    let events = bench::normalised::events(PROJECT, &raw)?;
     let env = bench_env().await;
     let js = jetstream_of(&env).await?;
     publish(&js, &env, &events, 100, "api").await?;
