@@ -47,7 +47,7 @@ pub struct Config {
     /// Time to live of a cached response: the backstop when a change notification is lost.
     #[arg(long = "cache-ttl", env = "API_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub cache_ttl: Duration,
-    /// Events of its steps one funnel may read from `event_log` at most (422 beyond: narrow the
+    /// Events of its steps one funnel may read from the ledger (`event_chunks`) at most (422 beyond: narrow the
     /// range); bounds the memory of one funnel.
     #[arg(
         long = "funnel-max-events",

@@ -1,5 +1,5 @@
 //! The api service: a JSON read API over what the workers keep in PostgreSQL (rollups, activity
-//! bitmaps, the event-time `event_log` funnels read, lesson progress), cached in memory and kept
+//! bitmaps, the event-time ledger chunks funnels read, lesson progress), cached in memory and kept
 //! fresh by the workers' change notifications, plus the dashboard page that reads it. No route
 //! reads MongoDB: it is the raw store of record, which reconcile and replays read.
 

@@ -52,7 +52,7 @@ fn op(summary: &str, parameters: Value) -> Value {
 pub fn document() -> Value {
     let limit = json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}});
     let mut funnel = op(
-        "Order-aware funnel over the per-event ledger (PostgreSQL event_log), never raw events",
+        "Order-aware funnel over the per-event ledger (PostgreSQL event_chunks), never raw events",
         json!([]),
     );
     funnel["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {

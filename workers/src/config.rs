@@ -72,7 +72,7 @@ pub struct Config {
     /// Learning paths rewritten per flush at most (the rest wait for the next one).
     #[arg(long = "paths-flush-max", env = "WORKERS_PATHS_FLUSH_MAX", default_value_t = 5_000)]
     pub paths_flush_max: i64,
-    /// How long the per-event ledger (`event_log`, which also feeds funnels) keeps an event,
+    /// How long the per-event ledger (`event_ids`, and the `event_chunks` funnels read) keeps an event,
     /// by event time: a client's resend of an event older than this is counted again. At least
     /// the api's longest funnel range.
     #[arg(long = "event-log-retention", env = "WORKERS_EVENT_LOG_RETENTION", default_value = "400d", value_parser = parse_duration)]

@@ -1,13 +1,14 @@
-//! The per-event ledger, PostgreSQL `event_log` (migrations/0004): why each event is counted
-//! exactly once, whatever carries it and whatever fails.
+//! The per-event ledger, PostgreSQL `event_ids` and `event_chunks` (migrations/0012): why each
+//! event is counted exactly once, whatever carries it and whatever fails.
 //!
 //! An event's identity is its project and messageId (the client's idempotency key), hashed to a
 //! 128-bit [`event_key`]. A batch is processed in this order, and acknowledged only at the end:
 //!
-//! 1. In one PostgreSQL transaction, [`claim`] inserts one `event_log` row per event of the batch
+//! 1. In one PostgreSQL transaction, [`claim`] inserts one `event_ids` row per event of the batch
 //!    (`on conflict (id) do nothing returning id`). The rows it inserted are the events this
-//!    batch counts; the same transaction adds exactly those to every rollup and commits. An
-//!    event's row and its counts therefore exist together or not at all.
+//!    batch counts; it [`record`]s exactly those in `event_chunks` (what funnels and reconcile
+//!    read), the same transaction adds them to every rollup and commits. An event's claim, its
+//!    chunk entry and its counts therefore exist together or not at all.
 //! 2. The events the batch owns are inserted into MongoDB `events` (`_id` = project:messageId;
 //!    a duplicate-key error means an earlier attempt stored it already).
 //! 3. The messages are acknowledged.
@@ -30,8 +31,9 @@
 //! - a dead letter replayed after a fix: it keeps its message's key (the `Analytics-Message-Key`
 //!   header), so it is `Mine` where it had been claimed, `New` where not.
 //!
-//! Rows older than the retention (by event time) are pruned in bounded batches; a client
-//! resending an event that old would be counted again, which is why the retention is long.
+//! Chunks of days older than the retention (by event time) are pruned in bounded batches with
+//! their claims; a client resending an event that old would be counted again, which is why the
+//! retention is long.
 
 use std::collections::HashMap;
 
@@ -143,41 +145,15 @@ pub async fn claim(tx: &mut Transaction<'_, Postgres>, entries: &[Entry<'_>]) ->
     // other rather than deadlock.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_unstable_by_key(|i| ids[*i]);
-    let mut sorted_ids = Vec::with_capacity(n);
-    let mut owners = Vec::with_capacity(n);
-    let mut projects = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    let mut ords = Vec::with_capacity(n);
-    let mut courses: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut props: Vec<Option<String>> = Vec::with_capacity(n);
-    for &i in &order {
-        let (entry, event) = (&entries[i], entries[i].event);
-        sorted_ids.push(ids[i]);
-        owners.push(entry.owner);
-        projects.push(event.project.as_str());
-        names.push(event.event.as_str());
-        times.push(event.ts);
-        ords.push(entry.user_ord);
-        courses.push(crate::rollup::delta::property_id(event, "course_id"));
-        props.push(scalar_properties(event));
-    }
+    let sorted_ids: Vec<Uuid> = order.iter().map(|&i| ids[i]).collect();
+    let owners: Vec<i64> = order.iter().map(|&i| entries[i].owner).collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "insert into event_log (id, owner, project, event, ts, user_ord, course_id, props)
-         select id, owner, project, event, ts, user_ord, course_id, props::jsonb
-           from unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[])
-                as t(id, owner, project, event, ts, user_ord, course_id, props)
+        "insert into event_ids (id, owner) select * from unnest($1::uuid[], $2::int8[])
          on conflict (id) do nothing
          returning id",
     )
     .bind(&sorted_ids)
     .bind(&owners)
-    .bind(&projects)
-    .bind(&names)
-    .bind(&times)
-    .bind(&ords)
-    .bind(&courses)
-    .bind(&props)
     .fetch_all(&mut **tx)
     .await
     .map_err(|e| WorkerError::postgres(e, "claiming events in the ledger"))?;
@@ -194,7 +170,7 @@ pub async fn claim(tx: &mut Transaction<'_, Postgres>, entries: &[Entry<'_>]) ->
     if !conflicting.is_empty() {
         // Only real duplicates are read back: who owns them?
         let owners_found: HashMap<Uuid, i64> =
-            sqlx::query_as::<_, (Uuid, i64)>("select id, owner from event_log where id = any($1)")
+            sqlx::query_as::<_, (Uuid, i64)>("select id, owner from event_ids where id = any($1)")
                 .bind(&conflicting)
                 .fetch_all(&mut **tx)
                 .await
@@ -215,7 +191,62 @@ pub async fn claim(tx: &mut Transaction<'_, Postgres>, entries: &[Entry<'_>]) ->
             }
         }
     }
+    let claimed: Vec<&Entry<'_>> = entries
+        .iter()
+        .zip(&claims)
+        .filter(|(_, claim)| **claim == Claim::New)
+        .map(|(entry, _)| entry)
+        .collect();
+    record(tx, &claimed).await?;
     Ok(claims)
+}
+
+/// Adds `entries` to `event_chunks`, grouped into one chunk per (project, event name, day).
+pub async fn record(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry<'_>]) -> Result<(), WorkerError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let n = entries.len();
+    let mut projects = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut days = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut ords = Vec::with_capacity(n);
+    let mut courses: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut props: Vec<Option<String>> = Vec::with_capacity(n);
+    for entry in entries {
+        let event = entry.event;
+        projects.push(event.project.as_str());
+        names.push(event.event.as_str());
+        days.push(event.day);
+        ids.push(event_key(&event.project, &event.message_id));
+        times.push(event.ts);
+        ords.push(entry.user_ord);
+        courses.push(crate::rollup::delta::property_id(event, "course_id"));
+        props.push(scalar_properties(event));
+    }
+    // PostgreSQL groups the events (in the order sent) into chunks: one statement per batch.
+    sqlx::query(
+        "insert into event_chunks (project, event, day, ids, times, users, courses, props)
+         select project, event, day, array_agg(id order by n), array_agg(ts order by n),
+                array_agg(user_ord order by n), array_agg(course_id order by n), array_agg(props order by n)
+           from unnest($1::text[], $2::text[], $3::date[], $4::uuid[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[])
+                with ordinality as t(project, event, day, id, ts, user_ord, course_id, props, n)
+          group by project, event, day",
+    )
+    .bind(&projects)
+    .bind(&names)
+    .bind(&days)
+    .bind(&ids)
+    .bind(&times)
+    .bind(&ords)
+    .bind(&courses)
+    .bind(&props)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| WorkerError::postgres(e, "recording events for funnels"))?;
+    Ok(())
 }
 
 /// Largest property value kept for funnel filters; longer strings are left out of `props`.
@@ -248,13 +279,20 @@ pub fn scalar_properties(event: &Event) -> Option<String> {
     serde_json::to_string(&scalars).ok()
 }
 
-/// Deletes up to `limit` ledger rows of events older than `cutoff`; how many it deleted.
+/// Deletes up to `limit` chunks of events of days before `cutoff`'s, with their claims; how many
+/// events it deleted.
 pub async fn prune(pool: &sqlx::PgPool, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
-    let done = sqlx::query("delete from event_log where ctid in (select ctid from event_log where ts < $1 limit $2)")
-        .bind(cutoff)
-        .bind(limit)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query(
+        "with gone as (
+             delete from event_chunks
+              where ctid in (select ctid from event_chunks where day < $1 limit $2)
+          returning ids)
+         delete from event_ids where id in (select unnest(ids) from gone)",
+    )
+    .bind(cutoff.date_naive())
+    .bind(limit)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 

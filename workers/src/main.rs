@@ -62,14 +62,14 @@ async fn reconcile(config: workers::ReconcileConfig) -> anyhow::Result<()> {
     // What an operator (and scripts/chaos) compares with what clients sent.
     let stored = store.count_in_days(&range.project, range.from, range.to).await?;
     let counted: i64 = sqlx::query_scalar(
-        "select count(*) from event_log where project = $1 and ts >= $2::date and ts < $3::date + 1",
+        "select coalesce(sum(cardinality(ids)), 0)::int8 from event_chunks where project = $1 and day between $2 and $3",
     )
     .bind(&range.project)
     .bind(range.from)
     .bind(range.to)
     .fetch_one(&pool)
     .await
-    .context("cannot count event_log")?;
+    .context("cannot count the ledger's events")?;
     println!("{stored} event(s) stored in MongoDB and {counted} counted in the ledger in the range");
     println!(
         "{} difference(s) in project {} from {} to {}",

@@ -7,7 +7,7 @@
 //! - per-learner rollups (enrolments, lessons, quizzes, badges, totals) and first active days, for
 //!   every learner active in the range, from all of that learner's events;
 //! - retention cohorts over the range, from every event of the project;
-//! - the ledger (`event_log`) against the stored events of the range: an event counted and not
+//! - the ledger (the `event_log` view of `event_ids` and `event_chunks`) against the stored events of the range: an event counted and not
 //!   stored, or stored and not counted, is a difference;
 //! - the course catalog (`courses`) and groups, from every `course_published` and `group` call;
 //! - the `student_learning_paths` documents of the learners in the range (those still marked for
@@ -642,13 +642,12 @@ async fn compare_ledger(
     ords: &HashMap<String, i32>,
     differences: &mut Vec<Difference>,
 ) -> anyhow::Result<()> {
-    let (start, end) = bounds(range);
     let rows: Vec<LedgerTuple> = sqlx::query_as(
-        "select id, event, ts, user_ord, course_id from event_log where project = $1 and ts >= $2 and ts < $3",
+        "select id, event, ts, user_ord, course_id from event_log where project = $1 and day between $2 and $3",
     )
     .bind(&range.project)
-    .bind(start)
-    .bind(end)
+    .bind(range.from)
+    .bind(range.to)
     .fetch_all(pool)
     .await
     .context("cannot read event_log")?;
@@ -763,16 +762,6 @@ async fn compare_learning_paths(
     Ok(())
 }
 
-/// The range as times: [from 00:00, to + 1 day 00:00).
-fn bounds(range: &Range) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = range.from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let end = (range.to + chrono::Days::new(1))
-        .and_hms_opt(0, 0, 0)
-        .unwrap_or_default()
-        .and_utc();
-    (start, end)
-}
-
 /// Rewrites everything in scope from the raw events; returns how many rows it wrote. Holds the
 /// project's workers back while it runs, and waits (up to a minute) for events counted but not
 /// yet stored to land before reading the raw events.
@@ -785,15 +774,14 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .context("cannot hold the project's workers back")?;
     // No rollup of the project commits now; give the MongoDB inserts of the batches that did
     // commit time to land, so that the raw events are the whole truth.
-    let (start, end) = bounds(range);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let expected = loop {
         let expected = expected(store, range).await?;
         let counted: Vec<Uuid> =
-            sqlx::query_scalar("select id from event_log where project = $1 and ts >= $2 and ts < $3")
+            sqlx::query_scalar("select unnest(ids) from event_chunks where project = $1 and day between $2 and $3")
                 .bind(&range.project)
-                .bind(start)
-                .bind(end)
+                .bind(range.from)
+                .bind(range.to)
                 .fetch_all(&mut *tx)
                 .await
                 .context("cannot read event_log")?;
@@ -914,11 +902,11 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
 
     // The ledger of the range: exactly the stored events. Rows that agree keep their owner.
     let found: Vec<LedgerTuple> = sqlx::query_as(
-        "select id, event, ts, user_ord, course_id from event_log where project = $1 and ts >= $2 and ts < $3",
+        "select id, event, ts, user_ord, course_id from event_log where project = $1 and day between $2 and $3",
     )
     .bind(p)
-    .bind(start)
-    .bind(end)
+    .bind(range.from)
+    .bind(range.to)
     .fetch_all(&mut *tx)
     .await
     .context("cannot read event_log")?;
@@ -936,11 +924,19 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         })
         .map(|(id, ..)| id)
         .collect();
-    sqlx::query("delete from event_log where id = any($1)")
+    sqlx::query("delete from event_ids where id = any($1)")
         .bind(&stale)
         .execute(&mut *tx)
         .await
         .context("cannot clear stale ledger rows")?;
+    // The range's chunks are written anew below, from every stored event of it.
+    sqlx::query("delete from event_chunks where project = $1 and day between $2 and $3")
+        .bind(p)
+        .bind(range.from)
+        .bind(range.to)
+        .execute(&mut *tx)
+        .await
+        .context("cannot clear the range's ledger chunks")?;
     let entries: Vec<ledger::Entry<'_>> = expected
         .events
         .values()
@@ -952,7 +948,18 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
             user_ord: ord(event.user_key()).unwrap_or_default(),
         })
         .collect();
-    ledger::claim(&mut tx, &entries)
+    // Claims the events not claimed yet (and records them); the others keep their owner and are
+    // recorded here.
+    let claims = ledger::claim(&mut tx, &entries)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot write the ledger: {e}"))?;
+    let known: Vec<&ledger::Entry<'_>> = entries
+        .iter()
+        .zip(&claims)
+        .filter(|(_, claim)| **claim != ledger::Claim::New)
+        .map(|(entry, _)| entry)
+        .collect();
+    ledger::record(&mut tx, &known)
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the ledger: {e}"))?;
     rows += expected.events.len() as u64;

@@ -1100,7 +1100,7 @@ async fn prune_ledger(pool: sqlx::PgPool, retention: Duration, shutdown: Cancell
     let mut tick = tokio::time::interval(Duration::from_secs(3_600));
     while let Some(cutoff) = next_cutoff(&mut tick, retention, &shutdown).await {
         loop {
-            match ledger::prune(&pool, cutoff, 10_000).await {
+            match ledger::prune(&pool, cutoff, 100).await {
                 Ok(0) => break,
                 Ok(rows) => {
                     metrics::counter!("workers_ledger_pruned_total").increment(rows);

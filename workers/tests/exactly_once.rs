@@ -418,3 +418,66 @@ async fn raw_events_past_the_retention_are_deleted_and_the_rollups_kept() {
     assert_eq!(again, 0);
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn ledger_pruning_drops_whole_days_past_the_cutoff_with_their_claims() {
+    let env = TestEnv::new().await;
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    common::schema::migrate(&pool).await.unwrap();
+    // Two events on each of days 1 to 4, two names a day: eight chunks.
+    let events: Vec<Value> = (0..8)
+        .map(|i| event(&format!("r{i}"), &format!("u{}", i % 3), 1 + (i / 2) as u32, i))
+        .collect();
+    claim_without_storing(&env, &pool, "first", &events).await;
+    let chunks = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (chrono::NaiveDate, i64)>(
+            "select day, sum(cardinality(ids))::int8 from event_chunks group by day order by day",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    assert_eq!(
+        chunks(pool.clone()).await,
+        vec![(day(1), 2), (day(2), 2), (day(3), 2), (day(4), 2)]
+    );
+
+    // A cutoff in the middle of day 3 keeps that day whole; one chunk per statement.
+    let cutoff = "2026-03-03T12:00:00Z".parse().unwrap();
+    let mut pruned = Vec::new();
+    loop {
+        match workers::ledger::prune(&pool, cutoff, 1).await.unwrap() {
+            0 => break,
+            n => pruned.push(n),
+        }
+    }
+    assert_eq!(pruned, vec![1, 1, 1, 1], "four chunks of one event each");
+    assert_eq!(chunks(pool.clone()).await, vec![(day(3), 2), (day(4), 2)]);
+    let claims: i64 = sqlx::query_scalar("select count(*) from event_ids")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(claims, 4, "the pruned events' claims are gone with their chunks");
+    let view: Vec<String> = sqlx::query_scalar("select e.event from event_log e order by ts")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(view.len(), 4, "the view shows the events kept: {view:?}");
+
+    // A pruned event is new again (a resend that old counts again, as documented); a kept one
+    // is still claimed.
+    let (old, kept): (Vec<Value>, Vec<Value>) = (events[..4].to_vec(), events[4..].to_vec());
+    claim_without_storing(&env, &pool, "resend", &old).await;
+    let event: common::event::Event = serde_json::from_value(kept[0].clone()).unwrap();
+    let entry = workers::ledger::Entry {
+        event: &event,
+        owner: workers::ledger::owner_of("resend"),
+        others: &[],
+        user_ord: 0,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let claims = workers::ledger::claim(&mut tx, &[entry]).await.unwrap();
+    assert_eq!(claims, vec![workers::ledger::Claim::Theirs]);
+    tx.rollback().await.unwrap();
+}

@@ -1,9 +1,9 @@
 //! Funnels (docs/contract.md, "Funnel"): ordered steps, each an event name optionally narrowed
 //! to a course and to equal top-level properties; a user enters at their first event matching
 //! step 1 in the range and reaches step i when steps 2..=i match later events, in that order,
-//! within `window` of entering. Computed from `event_log`, the event-time table the workers
-//! fill in the rollup transaction (one row per counted event, so resends and redeliveries are not
-//! rows twice), never from the raw events in MongoDB.
+//! within `window` of entering. Computed from `event_chunks`, the event-time ledger the workers
+//! fill in the rollup transaction (each counted event in one chunk once, so resends and
+//! redeliveries are not there twice), never from the raw events in MongoDB.
 //!
 //! [`run`] is the whole funnel: [`load`] reads the steps' events as arrays, one row per event
 //! name; [`compute`] sorts those hits by user and time and walks each user's once; [`report`]
@@ -112,7 +112,7 @@ impl Step {
     }
 }
 
-/// One event of `event_log` as a funnel sees it: whose, when, and which steps it matches. Ordered
+/// One counted event (`event_chunks`) as a funnel sees it: whose, when, and which steps it matches. Ordered
 /// by user, then time, then event name (`rank`), so ties resolve the same way on every run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
@@ -134,12 +134,12 @@ type NameRow = (i32, Vec<i32>, Vec<PgMicros>, Option<Vec<i32>>);
 /// more than `limit`.
 ///
 /// One row per event name comes back, with its users and times as two arrays: an unfiltered
-/// funnel is one index-only scan of `event_log_funnel` per name and a handful of rows on the
-/// wire, whatever the number of events (per-row decoding was most of the api's time before). A
-/// step filtered by course or properties adds a third array, the mask of the filtered steps each
-/// event matches, each a SQL predicate over bound values: the course (the `course_id` column)
-/// and the property filters as one `props @> $n` containment (jsonb compares numbers by value,
-/// so 99 matches 99.0); a `course_id` property reads the column.
+/// funnel reads the name's chunks of the range's days (`event_chunks_key`), unnests them, and
+/// sends a handful of rows, whatever the number of events (per-row decoding was most of the
+/// api's time before). A step filtered by course or properties adds a third array, the mask of
+/// the filtered steps each event matches, each a SQL predicate over bound values: the course
+/// (the chunk's `courses`) and the property filters as one `props::jsonb @> $n` containment
+/// (jsonb compares numbers by value, so 99 matches 99.0); a `course_id` property reads the course.
 pub async fn load(
     pool: &sqlx::PgPool,
     project: &str,
@@ -155,7 +155,7 @@ pub async fn load(
     if steps.iter().any(filtered) {
         sql.push("array_agg(0");
         for (i, step) in steps.iter().enumerate().filter(|(_, s)| filtered(s)) {
-            sql.push(" | (case when e.event = ").push_bind(step.event.clone());
+            sql.push(" | (case when n.name = ").push_bind(step.event.clone());
             if let Some(course) = &step.course_id {
                 sql.push(" and e.course_id = ").push_bind(course.clone());
             }
@@ -165,7 +165,7 @@ pub async fn load(
                     contained.insert(key.clone(), want.clone());
                     continue;
                 }
-                // `event_log` keeps the course in its own column, as an id (strings as they are,
+                // The ledger keeps the course in its own array, as an id (strings as they are,
                 // numbers printed), so a property filter on it compares with that.
                 match want {
                     Value::String(s) => sql.push(" and e.course_id = ").push_bind(s.clone()),
@@ -174,7 +174,7 @@ pub async fn load(
                 };
             }
             if !contained.is_empty() {
-                sql.push(" and e.props @> ")
+                sql.push(" and e.props::jsonb @> ")
                     .push_bind(sqlx::types::Json(contained))
                     .push("::jsonb");
             }
@@ -186,11 +186,17 @@ pub async fn load(
     }
     sql.push(" from unnest(").push_bind(names.clone());
     sql.push(
-        "::text[]) with ordinality n(name, rank), lateral (select user_ord, ts, event, course_id, props from event_log",
+        "::text[]) with ordinality n(name, rank), lateral (select e.user_ord, e.ts, e.course_id, e.props \
+         from event_chunks c, unnest(c.users, c.times, c.courses, c.props) e(user_ord, ts, course_id, props)",
     );
-    sql.push(" where project = ").push_bind(project.to_owned());
-    sql.push(" and event = n.name and ts >= ").push_bind(start);
-    sql.push(" and ts < ").push_bind(end);
+    sql.push(" where c.project = ").push_bind(project.to_owned());
+    sql.push(" and c.event = n.name and c.day >= ")
+        .push_bind(start.date_naive());
+    // `end` is exclusive: its day holds events only after midnight.
+    sql.push(" and c.day <= ")
+        .push_bind((end - chrono::Duration::microseconds(1)).date_naive());
+    sql.push(" and e.ts >= ").push_bind(start);
+    sql.push(" and e.ts < ").push_bind(end);
     sql.push(" limit ")
         .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
     sql.push(") e group by n.rank");
