@@ -206,38 +206,57 @@ pub async fn record(tx: &mut Transaction<'_, Postgres>, entries: &[&Entry<'_>]) 
     if entries.is_empty() {
         return Ok(());
     }
-    let n = entries.len();
-    let mut projects = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut days = Vec::with_capacity(n);
+    // Grouped here, sorted by chunk key: each chunk is a slice of the bound arrays, so PostgreSQL
+    // neither unnests nor aggregates the batch's events (that cost 4.3 µs per event).
+    let mut order: Vec<&Entry<'_>> = entries.to_vec();
+    order.sort_by(|a, b| {
+        (a.event.project.as_str(), a.event.event.as_str(), a.event.day).cmp(&(
+            b.event.project.as_str(),
+            b.event.event.as_str(),
+            b.event.day,
+        ))
+    });
+    let n = order.len();
+    let (mut projects, mut names, mut days, mut lows, mut highs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ids = Vec::with_capacity(n);
     let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut ords = Vec::with_capacity(n);
     let mut courses: Vec<Option<String>> = Vec::with_capacity(n);
     let mut props: Vec<Option<String>> = Vec::with_capacity(n);
-    for entry in entries {
+    for (i, entry) in order.iter().enumerate() {
         let event = entry.event;
-        projects.push(event.project.as_str());
-        names.push(event.event.as_str());
-        days.push(event.day);
+        // PostgreSQL arrays count from 1; a slice [lo:hi] includes both ends.
+        let position = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        let same = projects.last() == Some(&event.project.as_str())
+            && names.last() == Some(&event.event.as_str())
+            && days.last() == Some(&event.day);
+        if same {
+            *highs.last_mut().expect("a chunk is open") = position;
+        } else {
+            projects.push(event.project.as_str());
+            names.push(event.event.as_str());
+            days.push(event.day);
+            lows.push(position);
+            highs.push(position);
+        }
         ids.push(event_key(&event.project, &event.message_id));
         times.push(event.ts);
         ords.push(entry.user_ord);
         courses.push(crate::rollup::delta::property_id(event, "course_id"));
         props.push(scalar_properties(event));
     }
-    // PostgreSQL groups the events (in the order sent) into chunks: one statement per batch.
     sqlx::query(
         "insert into event_chunks (project, event, day, ids, times, users, courses, props)
-         select project, event, day, array_agg(id order by n), array_agg(ts order by n),
-                array_agg(user_ord order by n), array_agg(course_id order by n), array_agg(props order by n)
-           from unnest($1::text[], $2::text[], $3::date[], $4::uuid[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[])
-                with ordinality as t(project, event, day, id, ts, user_ord, course_id, props, n)
-          group by project, event, day",
+         select k.project, k.event, k.day, ($6::uuid[])[k.lo:k.hi], ($7::timestamptz[])[k.lo:k.hi],
+                ($8::int4[])[k.lo:k.hi], ($9::text[])[k.lo:k.hi], ($10::text[])[k.lo:k.hi]
+           from unnest($1::text[], $2::text[], $3::date[], $4::int4[], $5::int4[]) as k(project, event, day, lo, hi)",
     )
     .bind(&projects)
     .bind(&names)
     .bind(&days)
+    .bind(&lows)
+    .bind(&highs)
     .bind(&ids)
     .bind(&times)
     .bind(&ords)
