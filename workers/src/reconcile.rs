@@ -7,8 +7,9 @@
 //! - per-learner rollups (enrolments, lessons, quizzes, badges, totals) and first active days, for
 //!   every learner active in the range, from all of that learner's events;
 //! - retention cohorts over the range, from every event of the project;
-//! - the ledger (the `event_log` view of `event_ids` and `event_chunks`) against the stored events of the range: an event counted and not
-//!   stored, or stored and not counted, is a difference;
+//! - the ledger (the `event_log` view of `event_ids` and `event_chunks`) against the stored
+//!   events of the range: an event counted and not stored, or stored and not counted, is a
+//!   difference;
 //! - the course catalog (`courses`) and groups, from every `course_published` and `group` call;
 //! - the `student_learning_paths` documents of the learners in the range (those still marked for
 //!   the next flush are not differences yet).
@@ -626,6 +627,22 @@ async fn compare_bitmaps(
     Ok(())
 }
 
+/// The ledger's events of the range, as reconcile compares them.
+async fn ledger_rows(
+    db: impl sqlx::Executor<'_, Database = sqlx::Postgres>,
+    range: &Range,
+) -> anyhow::Result<Vec<LedgerTuple>> {
+    sqlx::query_as(
+        "select id, event, ts, user_ord, course_id from event_log where project = $1 and day between $2 and $3",
+    )
+    .bind(&range.project)
+    .bind(range.from)
+    .bind(range.to)
+    .fetch_all(db)
+    .await
+    .context("cannot read the ledger (event_log)")
+}
+
 /// A ledger row as reconcile compares it.
 #[derive(Debug, PartialEq)]
 struct LedgerRow {
@@ -642,15 +659,7 @@ async fn compare_ledger(
     ords: &HashMap<String, i32>,
     differences: &mut Vec<Difference>,
 ) -> anyhow::Result<()> {
-    let rows: Vec<LedgerTuple> = sqlx::query_as(
-        "select id, event, ts, user_ord, course_id from event_log where project = $1 and day between $2 and $3",
-    )
-    .bind(&range.project)
-    .bind(range.from)
-    .bind(range.to)
-    .fetch_all(pool)
-    .await
-    .context("cannot read event_log")?;
+    let rows = ledger_rows(pool, range).await?;
     let show = |id: &Uuid| {
         expected
             .events
@@ -784,7 +793,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
                 .bind(range.to)
                 .fetch_all(&mut *tx)
                 .await
-                .context("cannot read event_log")?;
+                .context("cannot read the ledger's chunks")?;
         let unstored = counted.iter().filter(|id| !expected.events.contains_key(id)).count();
         if unstored == 0 || tokio::time::Instant::now() >= deadline {
             if unstored > 0 {
@@ -901,15 +910,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         .context("cannot write the recomputed bitmaps")?;
 
     // The ledger of the range: exactly the stored events. Rows that agree keep their owner.
-    let found: Vec<LedgerTuple> = sqlx::query_as(
-        "select id, event, ts, user_ord, course_id from event_log where project = $1 and day between $2 and $3",
-    )
-    .bind(p)
-    .bind(range.from)
-    .bind(range.to)
-    .fetch_all(&mut *tx)
-    .await
-    .context("cannot read event_log")?;
+    let found = ledger_rows(&mut *tx, range).await?;
     let stale: Vec<Uuid> = found
         .into_iter()
         .filter(|(id, event, ts, user_ord, course_id)| {
