@@ -61,8 +61,10 @@ pub fn document() -> Value {
         "steps": {"type": "array", "minItems": 2, "maxItems": 10, "items": {"type": "string"}},
         "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
         "window": {"oneOf": [{"type": "integer", "description": "seconds"}, {"type": "string", "example": "7d"}],
-                   "description": "Conversion window from the user's first step-1 event in range (default 7d)."}
+                   "description": "Conversion window from the user's first step-1 event in range (default 7d)."},
+        "group": {"type": "string", "description": "Only the current members of this group (Segment `group` calls) enter."}
     }}}}});
+    let group = json!({"name": "group", "in": "query", "description": "only the current members of this group (Segment `group` calls)", "schema": {"type": "string"}});
     let mut put = op("Create or replace a catalog entry (admins)", json!([path_param("id")]));
     put["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
         "type": "object", "properties": {
@@ -88,15 +90,15 @@ pub fn document() -> Value {
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
             "/v1/metrics/active-users": {"get": op("DAU/WAU/MAU per day, or distinct active users per week or month",
                 with(range_params(), &[json!({"name": "interval", "in": "query", "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}}),
-                    json!({"name": "group", "in": "query", "description": "only the current members of this group (Segment `group` calls)", "schema": {"type": "string"}})]))},
+                    group.clone()]))},
             "/v1/metrics/events/top": {"get": op("Events by name over the range, most first", with(range_params(), std::slice::from_ref(&limit)))},
             "/v1/metrics/pages/top": {"get": op("Page views by path over the range, most first", with(range_params(), &[limit]))},
             "/v1/funnels": {"post": funnel},
-            "/v1/retention": {"get": op("Cohorts by first active day in the range; D1, D7, D30 retention", range_params())},
+            "/v1/retention": {"get": op("Cohorts by first active day in the range; D1, D7, D30 retention", with(range_params(), &[json!({"name": "matrix", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 90}}), group.clone()]))},
             "/v1/courses": {"get": op("Catalog and courses with learners; enrolments, completions, completion rate", page_params())},
             "/v1/courses/{id}": {"put": put},
-            "/v1/courses/{id}/analytics": {"get": op("Daily course analytics, range totals, popular modules", with(json!([path_param("id")]), &[range_params()]))},
-            "/v1/courses/{id}/learners": {"get": op("The course's learners with their progress", with(json!([path_param("id")]), &[page_params()]))},
+            "/v1/courses/{id}/analytics": {"get": op("Daily course analytics, range totals, popular modules", with(json!([path_param("id")]), &[range_params(), json!([group.clone()])]))},
+            "/v1/courses/{id}/learners": {"get": op("The course's learners with their progress", with(json!([path_param("id")]), &[page_params(), json!([group])]))},
             "/v1/groups/{id}": {"get": op("A group's traits (the latest group call carrying any) and its member count; 404 when no group call named it", json!([path_param("id")]))},
             "/v1/users/{id}/stats": {"get": op("Learning stats: courses, time, quizzes, points, badges, streaks", json!([path_param("id")]))},
             "/v1/users/{id}/progress": {"get": op("Progress overall and per course", json!([path_param("id")]))},

@@ -24,6 +24,8 @@ const WRITE_KEY: &str = "wk_exactness";
 const READ_KEY: &str = "rk_exactness";
 const PROJECT: &str = "exact";
 const DEFAULT_SEED: u64 = 20_261_203;
+/// The group a third of the learners join (its id needs escaping in a query string).
+const GROUP: &str = "class 1/a";
 
 /// Days of generated data: `day(0)` to `day(DATA_DAYS - 1)`, which is yesterday, so that the
 /// latest cohorts' D7 and D30 are still in the future.
@@ -233,7 +235,7 @@ struct Ev {
     message_id: String,
     user_id: Option<String>,
     anonymous_id: Option<String>,
-    /// Segment call type: track, page or identify.
+    /// Segment call type: track, page, identify, or group (joining [`GROUP`]).
     kind: &'static str,
     /// The name as sent (track calls; some in other spellings than snake_case).
     sent_name: String,
@@ -297,6 +299,9 @@ impl Ev {
         }
         if self.kind == "identify" {
             event["traits"] = json!({"plan": "free"});
+        }
+        if self.kind == "group" {
+            (event["groupId"], event["traits"]) = (GROUP.into(), json!({"name": "Class 1A"}));
         }
         if let Some(user) = &self.user_id {
             event["userId"] = user.clone().into();
@@ -1516,6 +1521,83 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
             &api.funnel(&request).await,
         );
         truths.push(t);
+    }
+
+    // A group: a third of the learners join it (Segment `group` calls, sent after everything
+    // else, so a member's earlier events count too). Course analytics and funnels filtered by the
+    // group are exactly those of a workload of the members' events alone.
+    let members: BTreeSet<String> = (0..LEARNERS)
+        .filter(|i| i % 3 == 1)
+        .map(|i| format!("u{i:03}"))
+        .collect();
+    let calls: Vec<Ev> = members
+        .iter()
+        .map(|user| Ev {
+            message_id: format!("join-{user}"),
+            user_id: Some(user.clone()),
+            anonymous_id: None,
+            kind: "group",
+            sent_name: "group".into(),
+            name: "group".into(),
+            ts: day(DATA_DAYS - 1).and_hms_opt(12, 0, 0).unwrap().and_utc(),
+            properties: Map::new(),
+        })
+        .collect();
+    pipeline.send(calls.iter().map(Ev::json).collect()).await;
+    pipeline.wait_counted(events.len() + calls.len()).await;
+    let member_events: Vec<Ev> = events
+        .iter()
+        .filter(|e| members.contains(e.key()))
+        .chain(&calls)
+        .cloned()
+        .collect();
+    assert!(
+        member_events.len() > events.len() / 5 && member_events.len() < events.len() / 2,
+        "the group has some of the events: {} of {}",
+        member_events.len(),
+        events.len()
+    );
+    let in_group = Truth::new(&member_events, today);
+    let group = "group=class%201%2Fa";
+    for (from, to) in [(-10, 5), (0, DATA_DAYS - 1), (25, DATA_DAYS + 5)] {
+        let (from, to) = (day(from), day(to));
+        let path = format!("/v1/metrics/active-users?from={from}&to={to}&{group}");
+        check.check(
+            &path,
+            &in_group.active_users_daily(from, to),
+            &api.ok(&path).await["series"],
+        );
+    }
+    for (from, to, matrix) in [(-5, DATA_DAYS - 1, None), (10, 20, Some(14))] {
+        let (from, to) = (day(from), day(to));
+        let path = match matrix {
+            Some(n) => format!("/v1/retention?from={from}&to={to}&matrix={n}&{group}"),
+            None => format!("/v1/retention?from={from}&to={to}&{group}"),
+        };
+        check.check(&path, &in_group.retention(from, to, matrix), &api.ok(&path).await);
+    }
+    for (course, from, to) in [("c1", -2, DATA_DAYS + 1), ("c2", 5, 12), ("7", 0, DATA_DAYS - 1)] {
+        let (from, to) = (day(from), day(to));
+        let path = format!("/v1/courses/{course}/analytics?from={from}&to={to}&{group}");
+        check.check(&path, &in_group.course(course, from, to), &api.ok(&path).await);
+    }
+    for (steps, from, to, window) in funnels.iter().take(6) {
+        let (from, to) = (day(*from), day(*to));
+        let window_s = match window {
+            Value::Number(n) => n.as_i64().unwrap(),
+            Value::String(s) => common::config::parse_duration(s).unwrap().as_secs() as i64,
+            _ => unreachable!(),
+        };
+        let request = json!({
+            "steps": steps.iter().map(Step::request).collect::<Vec<_>>(),
+            "from": from, "to": to, "window": window, "group": GROUP,
+        });
+        let (expected, _) = in_group.funnel_answer(steps, from, to, window_s);
+        check.check(
+            &format!("POST /v1/funnels {request}"),
+            &expected,
+            &api.funnel(&request).await,
+        );
     }
 
     check.finish(seed);

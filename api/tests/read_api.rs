@@ -737,6 +737,104 @@ async fn active_users_of_a_group_count_only_its_members() {
 }
 
 #[tokio::test]
+async fn course_analytics_learners_and_funnels_of_a_group_count_only_its_members() {
+    let mut stack = loaded().await;
+    let k = READ_KEY;
+    let join = |user: &str, group: &str| {
+        let mut call = ev("p1", user, "group", "2026-03-03T23:00:00Z", json!({}));
+        (call["type"], call["group_id"]) = ("group".into(), group.into());
+        call["message_id"] = format!("join-{user}-{group}").into();
+        call
+    };
+    stack
+        .publish(&[
+            join("u1", "all"),
+            join("u2", "all"),
+            join("u3", "all"),
+            join("u2", "class-b"),
+        ])
+        .await;
+
+    // A group of everyone: the members' counters (from the ledger's events) are the rollups'.
+    let whole = stack.ok(&format!("/v1/courses/c1/analytics?{RANGE}"), k).await;
+    let all = stack
+        .ok(&format!("/v1/courses/c1/analytics?{RANGE}&group=all"), k)
+        .await;
+    assert_eq!(all["group"], "all");
+    for field in ["totals", "series", "popular_modules"] {
+        assert_eq!(all[field], whole[field], "{field}");
+    }
+    assert!(whole["totals"]["views"].as_i64() > Some(0) && whole["totals"]["time_spent_s"].as_i64() > Some(0));
+
+    // u2 alone: two views of c1, then an enrolment, no completion.
+    let b = stack
+        .ok(&format!("/v1/courses/c1/analytics?{RANGE}&group=class-b"), k)
+        .await;
+    let totals = &b["totals"];
+    assert_eq!(
+        (
+            &totals["unique_viewers"],
+            &totals["views"],
+            &totals["enrollments"],
+            &totals["completion_rate"]
+        ),
+        (&json!(1), &json!(2), &json!(1), &json!(0.0)),
+        "{b}"
+    );
+    assert!(totals["views"].as_i64() < whole["totals"]["views"].as_i64());
+    let nobody = stack
+        .ok(&format!("/v1/courses/c1/analytics?{RANGE}&group=nobody"), k)
+        .await;
+    assert_eq!(nobody["totals"]["views"], 0);
+    assert_eq!(nobody["totals"]["active_learners"], 0);
+    assert_eq!(nobody["popular_modules"], json!([]));
+
+    let learners = stack.ok("/v1/courses/c1/learners?group=class-b", k).await;
+    assert_eq!(learners["total"], 1);
+    assert_eq!(learners["group"], "class-b");
+    assert_eq!(learners["items"][0]["user_id"], "u2");
+    assert_eq!(stack.ok("/v1/courses/c1/learners?group=all", k).await["total"], 2);
+
+    let funnel = |group: Option<&str>| {
+        let mut body = json!({"steps": ["course_viewed", "course_enrolled"], "from": "2026-03-01", "to": "2026-03-03"});
+        if let Some(group) = group {
+            body["group"] = group.into();
+        }
+        body
+    };
+    let users = |answer: &Value| -> Vec<i64> {
+        answer["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["users"].as_i64().unwrap())
+            .collect()
+    };
+    let everyone = stack.post("/v1/funnels", k, &funnel(None)).await;
+    assert_eq!(everyone.0, StatusCode::OK, "{}", everyone.1);
+    let all = stack.post("/v1/funnels", k, &funnel(Some("all"))).await;
+    assert_eq!(users(&all.1), users(&everyone.1));
+    let b = stack.post("/v1/funnels", k, &funnel(Some("class-b"))).await;
+    assert_eq!(
+        (users(&b.1), &b.1["group"]),
+        (vec![1, 1], &json!("class-b")),
+        "u2 viewed, then enrolled"
+    );
+    assert!(users(&everyone.1)[0] > 1, "others viewed too: {}", everyone.1);
+
+    for path in [
+        format!("/v1/courses/c1/analytics?{RANGE}&group=a%00b"),
+        "/v1/courses/c1/learners?group=a%00b".to_owned(),
+    ] {
+        let (status, body) = stack.get(&path, k).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("`group`"), "{body}");
+    }
+    let (status, body) = stack.post("/v1/funnels", k, &funnel(Some(&"g".repeat(300)))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
 async fn invalid_queries_are_422_with_the_reason() {
     let stack = stack().await;
     let k = READ_KEY;

@@ -132,6 +132,34 @@ impl Event {
     }
 }
 
+/// A property value read as an identifier (a course, lesson, module or badge id): a non-empty
+/// string as it is, a number as printed; anything else is no id (docs/contract.md §5).
+pub fn id_value(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A property value read as a number: a JSON number, or a string that parses as one.
+pub fn number_value(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A property value read as a duration in whole seconds (`time_spent_s`): rounded, and 0 when it
+/// is absent, not a number, negative, or 10⁹ or more.
+pub fn whole_seconds(value: Option<&Value>) -> i64 {
+    value
+        .and_then(number_value)
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map_or(0, |s| s.round() as i64)
+}
+
 /// Normalises an event name to snake_case, so `"Course Viewed"`, `"COURSE_VIEWED"`,
 /// `"courseViewed"` and `"course_viewed"` are one event. Runs of anything but letters and digits
 /// become one `_`; a lower-to-upper case change starts a new word, as does the last capital of an

@@ -3,11 +3,15 @@
 //! learner's own endpoints ([`super::users`]), which read the same [`PROGRESS_SELECT`].
 
 use chrono::{DateTime, NaiveDate, Utc};
-use common::bitmap::Kind;
+use common::bitmap::{Kind, RoaringBitmap};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::{
-    query::{activity::DailySets, ratio},
+    query::{
+        activity::{self, DailySets},
+        ratio,
+    },
     ApiError,
 };
 
@@ -77,27 +81,42 @@ pub async fn user_progress(pool: &sqlx::PgPool, project: &str, user: &str) -> Re
     Ok(rows.into_iter().map(Progress::finish).collect())
 }
 
-/// A page of `course`'s learners by user id, and how many there are in all.
+/// `and <user key column> is a current member of the group bound as ${param}` (everyone when it
+/// is null), over `group_members` of the project bound as $1.
+fn member_of(column: &str, param: usize) -> String {
+    format!(
+        " and (${param}::text is null or {column} in \
+           (select m.user_key from group_members m where m.project = $1 and m.group_id = ${param}))"
+    )
+}
+
+/// A page of `course`'s learners by user id (of `group`'s current members only, when given), and
+/// how many there are in all.
 pub async fn learners(
     pool: &sqlx::PgPool,
     project: &str,
     course: &str,
+    group: Option<&str>,
     (limit, offset): (i64, i64),
 ) -> Result<(Vec<Progress>, i64), ApiError> {
     let rows: Vec<Progress> = sqlx::query_as(&format!(
-        "{PROGRESS_SELECT} and e.course_id = $2 order by e.user_key limit $3 offset $4"
+        "{PROGRESS_SELECT} and e.course_id = $2{} order by e.user_key limit $3 offset $4",
+        member_of("e.user_key", 5)
     ))
     .bind(project)
     .bind(course)
     .bind(limit)
     .bind(offset)
+    .bind(group)
     .fetch_all(pool)
     .await?;
     let total: i64 = sqlx::query_scalar(&format!(
-        "select count(*) from ({PROGRESS_SELECT} and e.course_id = $2) as learners"
+        "select count(*) from ({PROGRESS_SELECT} and e.course_id = $2{}) as learners",
+        member_of("e.user_key", 3)
     ))
     .bind(project)
     .bind(course)
+    .bind(group)
     .fetch_one(pool)
     .await?;
     Ok((rows.into_iter().map(Progress::finish).collect(), total))
@@ -223,14 +242,79 @@ pub struct Analytics {
     pub series: Vec<CourseDay>,
 }
 
-/// `course`'s analytics over `from..=to`.
+/// `course`'s analytics over `from..=to`; with `group`, of the group's current members only.
 pub async fn analytics(
     pool: &sqlx::PgPool,
     project: &str,
     course: &str,
     (from, to): (NaiveDate, NaiveDate),
+    group: Option<&str>,
 ) -> Result<Analytics, ApiError> {
-    let mut days: Vec<CourseDay> = sqlx::query_as(
+    // Distinct learners and viewers: the course's daily bitmaps, unions for the range.
+    let mut viewers = DailySets::load(pool, project, Kind::CourseViewers, Some(course), from, to).await?;
+    let mut active = DailySets::load(pool, project, Kind::CourseActive, Some(course), from, to).await?;
+    let (mut days, modules) = match group {
+        None => (
+            daily_counters(pool, project, course, (from, to)).await?,
+            popular_modules(pool, project, course, (from, to)).await?,
+        ),
+        Some(group) => {
+            let members = activity::group_members(pool, project, group).await?;
+            viewers.restrict(&members);
+            active.restrict(&members);
+            members_counters(pool, project, course, (from, to), &members).await?
+        }
+    };
+    // Enrolled (and completed) by the end of each day: one grouped read, summed up.
+    let by_day: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(&format!(
+        "select day, count(*) filter (where enrolled), count(*) filter (where not enrolled)
+           from (select enrolled_at::date as day, true as enrolled from enrollments
+                  where project = $1 and course_id = $2 and enrolled_at::date <= $3{members}
+                 union all
+                 select greatest(enrolled_at, completed_at)::date, false from enrollments
+                  where project = $1 and course_id = $2 and enrolled_at is not null and completed_at is not null
+                    and greatest(enrolled_at, completed_at)::date <= $3{members}) as e
+          group by day order by day",
+        members = member_of("user_key", 4)
+    ))
+    .bind(project)
+    .bind(course)
+    .bind(to)
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    fill_days(&mut days, &by_day, &viewers, &active);
+    let totals = totals(
+        &days,
+        viewers.union(from, to).len() as i64,
+        active.union(from, to).len() as i64,
+    );
+    let catalog: Option<(Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
+        "select title, total_lessons, instructor_id from course_catalog where project = $1 and course_id = $2",
+    )
+    .bind(project)
+    .bind(course)
+    .fetch_optional(pool)
+    .await?;
+    let (title, total_lessons, instructor_id) = catalog.unwrap_or_default();
+    Ok(Analytics {
+        title,
+        total_lessons,
+        instructor_id,
+        totals,
+        popular_modules: modules,
+        series: days,
+    })
+}
+
+/// The course's daily counters over `from..=to`, every day present (zeros without events).
+async fn daily_counters(
+    pool: &sqlx::PgPool,
+    project: &str,
+    course: &str,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<Vec<CourseDay>, ApiError> {
+    Ok(sqlx::query_as(
         "select d.day::date as date,
                 coalesce(cd.views, 0) as views,
                 coalesce(cd.interactions, 0) as interactions,
@@ -247,36 +331,20 @@ pub async fn analytics(
     .bind(from)
     .bind(to)
     .fetch_all(pool)
-    .await?;
-    // Distinct learners and viewers: the course's daily bitmaps, unions for the range.
-    let viewers = DailySets::load(pool, project, Kind::CourseViewers, Some(course), from, to).await?;
-    let active = DailySets::load(pool, project, Kind::CourseActive, Some(course), from, to).await?;
-    // Enrolled (and completed) by the end of each day: one grouped read, summed up.
-    let by_day: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
-        "select day, count(*) filter (where enrolled), count(*) filter (where not enrolled)
-           from (select enrolled_at::date as day, true as enrolled from enrollments
-                  where project = $1 and course_id = $2 and enrolled_at::date <= $3
-                 union all
-                 select greatest(enrolled_at, completed_at)::date, false from enrollments
-                  where project = $1 and course_id = $2 and enrolled_at is not null and completed_at is not null
-                    and greatest(enrolled_at, completed_at)::date <= $3) as e
-          group by day order by day",
-    )
-    .bind(project)
-    .bind(course)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    fill_days(&mut days, &by_day, &viewers, &active);
-    let totals = totals(
-        &days,
-        viewers.union(from, to).len() as i64,
-        active.union(from, to).len() as i64,
-    );
+    .await?)
+}
+
+/// The five modules with the most lesson completions over `from..=to`.
+async fn popular_modules(
+    pool: &sqlx::PgPool,
+    project: &str,
+    course: &str,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<Vec<PopularModule>, ApiError> {
     let modules: Vec<(String, i64)> = sqlx::query_as(
         "select module_id, sum(lesson_completions)::bigint as n from course_module_daily
           where project = $1 and course_id = $2 and day between $3 and $4
-          group by module_id order by n desc, module_id limit 5",
+          group by module_id order by n desc, module_id collate \"C\" limit 5",
     )
     .bind(project)
     .bind(course)
@@ -284,28 +352,94 @@ pub async fn analytics(
     .bind(to)
     .fetch_all(pool)
     .await?;
-    let catalog: Option<(Option<String>, Option<i32>, Option<String>)> = sqlx::query_as(
-        "select title, total_lessons, instructor_id from course_catalog where project = $1 and course_id = $2",
+    Ok(top_modules(modules.into_iter()))
+}
+
+/// The five modules of `counts` with the most completions, ties by module id (bytewise, as
+/// `collate "C"` orders them).
+fn top_modules(counts: impl Iterator<Item = (String, i64)>) -> Vec<PopularModule> {
+    let mut modules: Vec<(String, i64)> = counts.collect();
+    modules.sort_by(|(a, m), (b, n)| n.cmp(m).then_with(|| a.cmp(b)));
+    modules
+        .into_iter()
+        .take(5)
+        .map(|(module_id, lesson_completions)| PopularModule {
+            module_id,
+            lesson_completions,
+        })
+        .collect()
+}
+
+/// The daily counters and popular modules of the events of `members` only. The rollups sum
+/// every learner together, so these come from the ledger's counted events (`event_chunks`: each
+/// event once, with its user, course and scalar properties) by the same definitions the workers
+/// apply (workers/src/rollup/delta.rs): one row per day, the counts grouped in SQL and the
+/// completions' properties (time spent, lesson and module) read here.
+async fn members_counters(
+    pool: &sqlx::PgPool,
+    project: &str,
+    course: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    members: &RoaringBitmap,
+) -> Result<(Vec<CourseDay>, Vec<PopularModule>), ApiError> {
+    let ords: Vec<i32> = members.iter().filter_map(|o| i32::try_from(o).ok()).collect();
+    type Row = (NaiveDate, i64, i64, i64, i64, i64, Vec<Option<String>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select c.day,
+                count(*) filter (where c.event = 'course_viewed'),
+                count(*) filter (where c.event <> 'course_viewed'),
+                count(*) filter (where c.event = 'course_enrolled'),
+                count(*) filter (where c.event = 'lesson_completed'),
+                count(*) filter (where c.event = 'course_completed'),
+                coalesce(array_agg(e.props) filter (where c.event = 'lesson_completed'), '{}')
+           from event_chunks c, unnest(c.users, c.courses, c.props) e(user_ord, course_id, props)
+          where c.project = $1 and c.day between $3 and $4 and c.event <> 'course_published'
+            and e.course_id = $2 and e.user_ord = any($5)
+          group by c.day",
     )
     .bind(project)
     .bind(course)
-    .fetch_optional(pool)
+    .bind(from)
+    .bind(to)
+    .bind(&ords)
+    .fetch_all(pool)
     .await?;
-    let (title, total_lessons, instructor_id) = catalog.unwrap_or_default();
-    Ok(Analytics {
-        title,
-        total_lessons,
-        instructor_id,
-        totals,
-        popular_modules: modules
-            .into_iter()
-            .map(|(module_id, lesson_completions)| PopularModule {
-                module_id,
+    let mut by_day: std::collections::BTreeMap<NaiveDate, Row> = rows.into_iter().map(|r| (r.0, r)).collect();
+    let mut modules: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let days = activity::days(from, to)
+        .map(|date| {
+            let Some((_, views, interactions, enrollments, lesson_completions, course_completions, completions)) =
+                by_day.remove(&date)
+            else {
+                return CourseDay {
+                    date,
+                    ..CourseDay::default()
+                };
+            };
+            let mut time_spent_s = 0;
+            for props in completions.iter().flatten() {
+                let Ok(props) = serde_json::from_str::<serde_json::Map<String, Value>>(props) else {
+                    continue;
+                };
+                time_spent_s += common::event::whole_seconds(props.get("time_spent_s"));
+                let lesson = props.get("lesson_id").and_then(common::event::id_value);
+                if let (Some(_), Some(module)) = (lesson, props.get("module_id").and_then(common::event::id_value)) {
+                    *modules.entry(module).or_default() += 1;
+                }
+            }
+            CourseDay {
+                date,
+                views,
+                interactions,
+                enrollments,
                 lesson_completions,
-            })
-            .collect(),
-        series: days,
-    })
+                course_completions,
+                time_spent_s,
+                ..CourseDay::default()
+            }
+        })
+        .collect();
+    Ok((days, top_modules(modules.into_iter())))
 }
 
 /// Completes each day of `days` (in order) with its distinct viewers and learners, the running

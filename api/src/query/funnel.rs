@@ -146,6 +146,7 @@ pub async fn load(
     steps: &[Step],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    group: Option<&str>,
     limit: usize,
 ) -> Result<Option<Vec<Hit>>, ApiError> {
     let names = event_names(steps);
@@ -197,6 +198,18 @@ pub async fn load(
         .push_bind((end - chrono::Duration::microseconds(1)).date_naive());
     sql.push(" and e.ts >= ").push_bind(start);
     sql.push(" and e.ts < ").push_bind(end);
+    if let Some(group) = group {
+        // The group's current members, as ordinals (a hashed semi-join).
+        sql.push(
+            " and e.user_ord in (select o.ord from group_members m \
+              join user_ordinals o on o.project = m.project and o.user_key = m.user_key \
+              where m.project = ",
+        )
+        .push_bind(project.to_owned())
+        .push(" and m.group_id = ")
+        .push_bind(group.to_owned())
+        .push(")");
+    }
     sql.push(" limit ")
         .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
     sql.push(") e group by n.rank");
@@ -382,18 +395,20 @@ pub fn bounds(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) 
     (midnight(from), midnight(to.succ_opt().unwrap_or(NaiveDate::MAX)))
 }
 
-/// The funnel of `steps` over the days `from..=to` with a window of `window_s` seconds; `None`
-/// when the range holds more than `limit` events of the steps.
+/// The funnel of `steps` over the days `from..=to` with a window of `window_s` seconds, of the
+/// current members of `group` only when given; `None` when the range holds more than `limit`
+/// events of the steps (of those members).
 pub async fn run(
     pool: &sqlx::PgPool,
     project: &str,
     steps: &[Step],
     (from, to): (NaiveDate, NaiveDate),
     window_s: i64,
+    group: Option<&str>,
     limit: usize,
 ) -> Result<Option<Report>, ApiError> {
     let (start, end) = bounds(from, to);
-    let Some(hits) = load(pool, project, steps, start, end, limit).await? else {
+    let Some(hits) = load(pool, project, steps, start, end, group, limit).await? else {
         return Ok(None);
     };
     Ok(Some(report(steps, compute(steps.len(), window_s, hits))))

@@ -230,10 +230,15 @@ pub async fn retention(
     project: &str,
     (from, to): (NaiveDate, NaiveDate),
     matrix: Option<u64>,
+    group: Option<&str>,
 ) -> Result<Vec<Cohort>, ApiError> {
     let reach = RETENTION_DAYS[2].max(matrix.unwrap_or(0));
     let last = to.checked_add_days(Days::new(reach)).unwrap_or(NaiveDate::MAX);
-    let firsts = DailySets::load(pool, project, Kind::Cohort, None, from, to).await?;
+    let mut firsts = DailySets::load(pool, project, Kind::Cohort, None, from, to).await?;
+    if let Some(group) = group {
+        // A member's cohort is their first active day ever, as everyone's.
+        firsts.restrict(&activity::group_members(pool, project, group).await?);
+    }
     let active = DailySets::load(pool, project, Kind::Active, None, from, last).await?;
     Ok(cohorts(&firsts, &active, (from, to), matrix, Utc::now().date_naive()))
 }

@@ -14,7 +14,7 @@ use crate::{
     routes::{
         access::{CourseReader, Staff},
         answer::{cached, json},
-        extract::{path_id, JsonBody, Page, Range},
+        extract::{path_id, GroupFilter, JsonBody, Page, Range},
     },
     ApiError, App,
 };
@@ -32,19 +32,21 @@ pub async fn list(State(app): State<App>, Staff(principal): Staff, page: Page, h
     .await
 }
 
-/// `GET /v1/courses/{id}/analytics?from&to`: the daily series, range totals, and the five most
-/// popular modules (by lesson completions) over the range.
+/// `GET /v1/courses/{id}/analytics?from&to[&group]`: the daily series, range totals, and the five
+/// most popular modules (by lesson completions) over the range; with `group`, of its current
+/// members only.
 pub async fn analytics(
     State(app): State<App>,
     CourseReader { principal, course }: CourseReader,
     range: Range,
+    group: GroupFilter,
     headers: HeaderMap,
 ) -> Response {
-    let key = format!("analytics:{course}:{}", range.key());
+    let key = format!("analytics:{course}:{}:{}", range.key(), group.key());
     cached(&app, &principal, &headers, key, async {
-        let a = courses::analytics(&app.pool, &principal.project, &course, range.days()).await?;
+        let a = courses::analytics(&app.pool, &principal.project, &course, range.days(), group.get()).await?;
         Ok(serde_json::json!({
-            "project": principal.project, "course_id": course, "title": a.title,
+            "project": principal.project, "course_id": course, "group": group.get(), "title": a.title,
             "total_lessons": a.total_lessons, "instructor_id": a.instructor_id,
             "from": range.from, "to": range.to, "totals": a.totals,
             "popular_modules": a.popular_modules, "series": a.series,
@@ -53,18 +55,22 @@ pub async fn analytics(
     .await
 }
 
-/// `GET /v1/courses/{id}/learners?limit&offset`: the course's learners by user id.
+/// `GET /v1/courses/{id}/learners?limit&offset[&group]`: the course's learners by user id (the
+/// group's current members only, with `group`).
 pub async fn learners(
     State(app): State<App>,
     CourseReader { principal, course }: CourseReader,
     page: Page,
+    group: GroupFilter,
     headers: HeaderMap,
 ) -> Response {
-    let key = format!("learners:{course}:{}", page.key());
+    let key = format!("learners:{course}:{}:{}", page.key(), group.key());
     cached(&app, &principal, &headers, key, async {
-        let (items, total) = courses::learners(&app.pool, &principal.project, &course, page.window()).await?;
+        let (items, total) =
+            courses::learners(&app.pool, &principal.project, &course, group.get(), page.window()).await?;
         let mut body = page.envelope(json(items)?, total);
         body["course_id"] = course.as_str().into();
+        body["group"] = group.get().into();
         Ok(body)
     })
     .await

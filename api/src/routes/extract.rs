@@ -19,14 +19,14 @@ use serde::Deserialize;
 use crate::{ApiError, App};
 
 /// The query string of the read routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct RangeQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub interval: Option<String>,
     pub limit: Option<String>,
     pub offset: Option<String>,
-    /// Active users only: restrict to the members of this group (Segment `group` calls).
+    /// Only the current members of this group (Segment `group` calls): [`GroupFilter`].
     pub group: Option<String>,
 }
 
@@ -140,6 +140,39 @@ impl Page {
 }
 
 impl FromRequestParts<App> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Self::parse(&RangeQuery::of(parts, app).await?).map_err(|e| e.response())
+    }
+}
+
+/// `?group=G`: restrict a metric to the current members of group G (docs/contract.md §6 "Group
+/// traits and memberships"); absent or empty: everyone. G is checked like a path id.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFilter(pub Option<String>);
+
+impl GroupFilter {
+    pub fn parse(query: &RangeQuery) -> Result<Self, ApiError> {
+        let group = query.group.clone().filter(|g| !g.is_empty());
+        if let Some(group) = &group {
+            path_id("group", group)?;
+        }
+        Ok(Self(group))
+    }
+
+    /// The group, as the query functions take it.
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// The normalised form used in cache keys (empty for everyone).
+    pub fn key(&self) -> &str {
+        self.get().unwrap_or("")
+    }
+}
+
+impl FromRequestParts<App> for GroupFilter {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {

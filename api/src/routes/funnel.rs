@@ -9,7 +9,7 @@ use crate::{
     query::funnel::{self, Step, StepRequest},
     routes::{
         answer::{cached, json},
-        extract::{JsonBody, Range},
+        extract::{GroupFilter, JsonBody, Range, RangeQuery},
     },
     ApiError, App,
 };
@@ -21,12 +21,19 @@ pub struct FunnelRequest {
     to: Option<String>,
     /// The conversion window: seconds, or a duration such as `30m`, `2h`, `7d`.
     window: Option<serde_json::Value>,
+    /// Only the current members of this group enter (Segment `group` calls).
+    group: Option<String>,
 }
 
 impl FunnelRequest {
-    /// The range, the window in seconds and the steps, each validated (422 naming what is wrong).
-    pub fn validate(self, max_range_days: i64) -> Result<(Range, i64, Vec<Step>), ApiError> {
+    /// The range, the window in seconds, the steps and the group, each validated (422 naming what
+    /// is wrong).
+    pub fn validate(self, max_range_days: i64) -> Result<(Range, i64, Vec<Step>, GroupFilter), ApiError> {
         let range = Range::parse(self.from.as_deref(), self.to.as_deref(), max_range_days)?;
+        let group = GroupFilter::parse(&RangeQuery {
+            group: self.group,
+            ..RangeQuery::default()
+        })?;
         if !(2..=funnel::MAX_STEPS).contains(&self.steps.len()) {
             return Err(ApiError::Unprocessable(format!(
                 "`steps` must have 2 to {} steps, not {}",
@@ -41,11 +48,11 @@ impl FunnelRequest {
             .enumerate()
             .map(|(i, s)| Step::parse(i, s))
             .collect::<Result<_, _>>()?;
-        Ok((range, window, steps))
+        Ok((range, window, steps, group))
     }
 }
 
-/// `POST /v1/funnels` with `{steps, from, to, window}` (admins and read keys): users per step,
+/// `POST /v1/funnels` with `{steps, from, to, window, group}` (admins and read keys): users per step,
 /// conversion from the previous step and from the first, and the median seconds between
 /// consecutive steps. The caller's rights are checked after the body is read (see
 /// `super::access`).
@@ -56,19 +63,27 @@ pub async fn funnel(
     JsonBody(request): JsonBody<FunnelRequest>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let (range, window, steps) = request.validate(app.config.max_range_days)?;
-    let key = format!("funnel:{}:{window}:{}", range.key(), json(&steps)?);
+    let (range, window, steps, group) = request.validate(app.config.max_range_days)?;
+    let key = format!("funnel:{}:{window}:{}:{}", range.key(), group.key(), json(&steps)?);
     let (project, max_events) = (&principal.project, app.config.funnel_max_events);
     Ok(cached(&app, &principal, &headers, key, async {
-        let report = funnel::run(&app.pool, project, &steps, range.days(), window, max_events)
-            .await?
-            .ok_or_else(|| {
-                ApiError::Unprocessable(format!(
-                    "the range holds more than {max_events} events of these steps (API_FUNNEL_MAX_EVENTS); narrow it"
-                ))
-            })?;
+        let report = funnel::run(
+            &app.pool,
+            project,
+            &steps,
+            range.days(),
+            window,
+            group.get(),
+            max_events,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "the range holds more than {max_events} events of these steps (API_FUNNEL_MAX_EVENTS); narrow it"
+            ))
+        })?;
         Ok(serde_json::json!({
-            "project": project, "from": range.from, "to": range.to, "window_seconds": window,
+            "project": project, "group": group.get(), "from": range.from, "to": range.to, "window_seconds": window,
             "steps": report.steps, "overall_conversion": report.overall_conversion,
         }))
     })

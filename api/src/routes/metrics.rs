@@ -15,7 +15,7 @@ use crate::{
     routes::{
         access::Admin,
         answer::cached,
-        extract::{bounded, path_id, Range, RangeQuery},
+        extract::{bounded, GroupFilter, Range, RangeQuery},
     },
     ApiError, App,
 };
@@ -34,20 +34,13 @@ pub async fn active_users(
     let interval = query.interval.as_deref().unwrap_or("day");
     let interval = Interval::parse(interval)
         .ok_or_else(|| ApiError::Unprocessable(format!("`interval` must be day, week or month, not {interval:?}")))?;
-    let group = query.group.filter(|g| !g.is_empty());
-    if let Some(group) = &group {
-        path_id("group", group)?;
-    }
-    let key = format!(
-        "active-users:{}:{interval:?}:{}",
-        range.key(),
-        group.as_deref().unwrap_or("")
-    );
+    let group = GroupFilter::parse(&query)?;
+    let key = format!("active-users:{}:{interval:?}:{}", range.key(), group.key());
     let project = &principal.project;
     Ok(cached(&app, &principal, &headers, key, async {
-        let series = metrics::active_users(&app.pool, project, range.days(), interval, group.as_deref()).await?;
+        let series = metrics::active_users(&app.pool, project, range.days(), interval, group.get()).await?;
         Ok(serde_json::json!({
-            "project": project, "group": group, "from": range.from, "to": range.to,
+            "project": project, "group": group.get(), "from": range.from, "to": range.to,
             "interval": interval, "series": series,
         }))
     })
@@ -106,12 +99,14 @@ pub struct RetentionQuery {
     from: Option<String>,
     to: Option<String>,
     matrix: Option<String>,
+    group: Option<String>,
 }
 
-/// `GET /v1/retention?from&to[&matrix=N]`: cohorts by first active day within the range; day-N
+/// `GET /v1/retention?from&to[&matrix=N][&group=G]`: cohorts by first active day within the range; day-N
 /// retention is the share of the cohort active on exactly day cohort+N (null while that day is in
 /// the future). With `matrix=N`, each cohort also has the users active on each day 0..=N.
-/// Exact: the cohort bitmap intersected with each later day's activity bitmap.
+/// Exact: the cohort bitmap intersected with each later day's activity bitmap. With `group`, the
+/// cohorts hold its current members only.
 pub async fn retention(
     State(app): State<App>,
     Admin(principal): Admin,
@@ -123,12 +118,16 @@ pub async fn retention(
         None => None,
         Some(value) => Some(bounded("matrix", Some(value), 0, 1, MAX_MATRIX_DAYS)? as u64),
     };
-    let key = format!("retention:{}:{matrix:?}", range.key());
+    let group = GroupFilter::parse(&RangeQuery {
+        group: query.group,
+        ..RangeQuery::default()
+    })?;
+    let key = format!("retention:{}:{matrix:?}:{}", range.key(), group.key());
     let project = &principal.project;
     Ok(cached(&app, &principal, &headers, key, async {
-        let cohorts = metrics::retention(&app.pool, project, range.days(), matrix).await?;
+        let cohorts = metrics::retention(&app.pool, project, range.days(), matrix, group.get()).await?;
         Ok(serde_json::json!({
-            "project": project, "from": range.from, "to": range.to,
+            "project": project, "group": group.get(), "from": range.from, "to": range.to,
             "days": RETENTION_DAYS, "matrix_days": matrix, "cohorts": cohorts,
         }))
     })

@@ -140,26 +140,16 @@ pub fn property_id(event: &Event, name: &str) -> Option<String> {
 }
 
 fn id(event: &Event, name: &str) -> Option<String> {
-    match event.property(name)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    event.property(name).and_then(common::event::id_value)
 }
 
 fn number(event: &Event, name: &str) -> Option<f64> {
-    match event.property(name)? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+    event.property(name).and_then(common::event::number_value)
 }
 
 /// Seconds as a whole non-negative number (negative or absurd values count as zero).
 fn seconds(event: &Event, name: &str) -> i64 {
-    number(event, name)
-        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-        .map_or(0, |s| s.round() as i64)
+    common::event::whole_seconds(event.property(name))
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
