@@ -95,8 +95,13 @@ fn body(value: &Value) {
             return;
         };
         match request.validate(max_days) {
-            Ok((range, window, steps)) => {
+            Ok((range, window, steps, group)) => {
                 check_range(Ok(range), max_days);
+                // An accepted group is a valid id, and the empty one is no group.
+                if let Some(group) = group.get() {
+                    assert!(path_id("group", group).is_ok(), "{group:?}");
+                }
+                assert_eq!(group.key().is_empty(), group.get().is_none());
                 check_window(Ok(window));
                 assert!((2..=MAX_STEPS).contains(&steps.len()), "{} steps", steps.len());
                 steps.iter().for_each(valid_step);
