@@ -9,7 +9,7 @@
 use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
-use common::event::{snake_case, Event, EventType};
+use common::event::{id_value, snake_case, Event, EventType};
 use ingest::{body_write_key, decode_batch, Endpoint, Limits, Normalisation};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
@@ -213,9 +213,14 @@ fn check_event(event: &Event, json: &[u8], endpoint: Endpoint, norm: &Normalisat
         assert!(page.len() <= MAX_PAGE_LEN, "`properties.page` of {} bytes", page.len());
         assert!(!page.chars().any(char::is_control), "`properties.page` {page:?}");
     }
+    // An empty key property is kept as sent and read by the workers as no id (`id_value`).
     for key in KEY_PROPERTIES {
         if let Some(Value::String(id)) = event.properties.get(key) {
-            identifier(key, Some(id));
+            assert!(id.len() <= MAX_ID_LEN, "`{key}` of {} bytes", id.len());
+            assert!(!id.chars().any(char::is_control), "`{key}` {id:?}");
+            if id.is_empty() {
+                assert_eq!(id_value(&Value::String(id.clone())), None);
+            }
         }
     }
 
