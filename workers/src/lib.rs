@@ -8,6 +8,7 @@ mod changes;
 mod config;
 pub mod dead_letter;
 mod error;
+pub mod identity;
 pub mod ferretdb;
 pub mod instruments;
 pub mod ledger;

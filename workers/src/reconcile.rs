@@ -40,7 +40,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    ledger, ordinals,
+    identity, ledger, ordinals,
     rollup::{
         self,
         delta::{Badge, CatalogEntry, CourseDay, Enrollment, GroupTraits, Lesson, Quiz, UserTotals},
@@ -134,6 +134,8 @@ async fn expected(store: &EventStore, range: &Range) -> anyhow::Result<Expected>
         // other per-learner rollups.
         groups: Delta::from_events(all.iter().filter(|e| e.kind == EventType::Group)).groups,
         memberships: learners.memberships,
+        // Links and identifications from every event of the project: a person spans days.
+        ..Delta::identities(&all)
     };
     let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
     let events = all
@@ -160,7 +162,174 @@ pub async fn reconcile(pool: &PgPool, store: &EventStore, range: &Range) -> anyh
     compare_bitmaps(pool, range, &expected, &ords, &mut differences).await?;
     compare_ledger(pool, range, &expected, &ords, &mut differences).await?;
     compare_learning_paths(pool, store, range, &expected, &mut differences).await?;
+    compare_identities(pool, range, &expected, &ords, &mut differences).await?;
     Ok(differences)
+}
+
+/// A link as `identity_links` keeps it: (time, kind, from, to, refusal).
+type LinkRow = (DateTime<Utc>, i16, String, String, Option<String>);
+
+/// What the raw events say the project's identity tables hold: every link with its outcome, and
+/// the persons. A link stored as refused for `too_many_ids` stays so: that refusal depended on
+/// the order links arrived in, so only the stored table knows it.
+async fn expected_identities(
+    pool: &PgPool,
+    project: &str,
+    delta: &Delta,
+    ords: &HashMap<String, i32>,
+) -> anyhow::Result<(BTreeMap<String, LinkRow>, BTreeMap<i32, i32>)> {
+    let too_large: BTreeSet<String> =
+        sqlx::query_scalar("select message_id from identity_links where project = $1 and refused = $2")
+            .bind(project)
+            .bind(identity::REFUSED_TOO_MANY_IDS)
+            .fetch_all(pool)
+            .await
+            .context("cannot read identity_links")?
+            .into_iter()
+            .collect();
+    let mut graph = Vec::new();
+    let mut links = BTreeMap::new();
+    for ((_, message_id), link) in &delta.links {
+        let refused = if identity::invalid_id(&link.from) || identity::invalid_id(&link.to) {
+            Some(identity::REFUSED_INVALID_ID.to_owned())
+        } else if too_large.contains(message_id) {
+            Some(identity::REFUSED_TOO_MANY_IDS.to_owned())
+        } else {
+            graph.push(identity::StoredLink {
+                message_id: message_id.clone(),
+                ts: link.ts,
+                kind: link.kind,
+                from: link.from.clone(),
+                to: link.to.clone(),
+            });
+            None
+        };
+        let row = (link.ts, link.kind.code(), link.from.clone(), link.to.clone(), refused);
+        links.insert(message_id.clone(), row);
+    }
+    let identified: HashMap<String, (DateTime<Utc>, String)> =
+        delta.identified.iter().map(|((_, u), first)| (u.clone(), first.clone())).collect();
+    let replay = identity::replay(&graph, &identified, ords);
+    for (message_id, refused) in replay.outcomes {
+        if let Some(row) = links.get_mut(&message_id) {
+            row.4 = refused.map(str::to_owned);
+        }
+    }
+    Ok((links, replay.persons))
+}
+
+/// The identity tables (migrations/0013) against the raw events, project-wide.
+async fn compare_identities(
+    pool: &PgPool,
+    range: &Range,
+    expected: &Expected,
+    ords: &HashMap<String, i32>,
+    differences: &mut Vec<Difference>,
+) -> anyhow::Result<()> {
+    let p = &range.project;
+    let delta = &expected.delta;
+    let rows: Vec<(String, DateTime<Utc>, String)> =
+        sqlx::query_as("select user_key, first_at, first_message_id from identified_users where project = $1")
+            .bind(p)
+            .fetch_all(pool)
+            .await
+            .context("cannot read identified_users")?;
+    compare(
+        differences,
+        "identified_users",
+        delta.identified.iter().map(|((_, u), first)| (u.clone(), first.clone())),
+        rows.into_iter().map(|(u, at, m)| (u, (at, m))),
+    );
+    let (links, persons) = expected_identities(pool, p, delta, ords).await?;
+    let rows: Vec<identity::LinkRecord> = sqlx::query_as(
+        "select message_id, ts, kind, from_key, to_key, refused from identity_links where project = $1",
+    )
+    .bind(p)
+    .fetch_all(pool)
+    .await
+    .context("cannot read identity_links")?;
+    compare(
+        differences,
+        "identity_links",
+        links,
+        rows.into_iter().map(|(m, ts, k, f, t, r)| (m, (ts, k, f, t, r))),
+    );
+    let rows: Vec<(i32, i32)> = sqlx::query_as("select ord, person_ord from persons where project = $1")
+        .bind(p)
+        .fetch_all(pool)
+        .await
+        .context("cannot read persons")?;
+    compare(differences, "persons", persons, rows);
+    Ok(())
+}
+
+/// Rewrites the project's identity tables from the raw events (inside [`fix`]'s transaction).
+async fn fix_identities(
+    pool: &PgPool,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    project: &str,
+    delta: &Delta,
+) -> anyhow::Result<u64> {
+    let ords = ordinals::all(pool, project).await.context("cannot read user_ordinals")?;
+    let (links, persons) = expected_identities(pool, project, delta, &ords).await?;
+    for table in ["identity_links", "identified_users", "persons"] {
+        sqlx::query(&format!("delete from {table} where project = $1"))
+            .bind(project)
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("cannot clear {table}"))?;
+    }
+    let (mut u, mut at, mut m) = (Vec::new(), Vec::new(), Vec::new());
+    for ((_, user), (first, message)) in &delta.identified {
+        u.push(user.as_str());
+        at.push(*first);
+        m.push(message.as_str());
+    }
+    sqlx::query(
+        "insert into identified_users (project, user_key, first_at, first_message_id)
+         select $1, * from unnest($2::text[], $3::timestamptz[], $4::text[])",
+    )
+    .bind(project)
+    .bind(&u)
+    .bind(&at)
+    .bind(&m)
+    .execute(&mut **tx)
+    .await
+    .context("cannot write identified_users")?;
+    let (mut id, mut ts, mut kind, mut from, mut to, mut refused) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (message_id, (t, k, f, o, r)) in &links {
+        id.push(message_id.as_str());
+        ts.push(*t);
+        kind.push(*k);
+        from.push(f.as_str());
+        to.push(o.as_str());
+        refused.push(r.as_deref());
+    }
+    sqlx::query(
+        "insert into identity_links (project, message_id, ts, kind, from_key, to_key, refused)
+         select $1, * from unnest($2::text[], $3::timestamptz[], $4::int2[], $5::text[], $6::text[], $7::text[])",
+    )
+    .bind(project)
+    .bind(&id)
+    .bind(&ts)
+    .bind(&kind)
+    .bind(&from)
+    .bind(&to)
+    .bind(&refused)
+    .execute(&mut **tx)
+    .await
+    .context("cannot write identity_links")?;
+    let (ord, person): (Vec<i32>, Vec<i32>) = persons.iter().map(|(o, p)| (*o, *p)).unzip();
+    sqlx::query("insert into persons (project, ord, person_ord) select $1, * from unnest($2::int4[], $3::int4[])")
+        .bind(project)
+        .bind(&ord)
+        .bind(&person)
+        .execute(&mut **tx)
+        .await
+        .context("cannot write persons")?;
+    identity::bump(tx, project).await.context("cannot bump the persons' version")?;
+    Ok((links.len() + delta.identified.len() + persons.len()) as u64)
 }
 
 async fn compare_rows(
@@ -963,6 +1132,7 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
     ledger::record(&mut tx, &known)
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the ledger: {e}"))?;
+    rows += fix_identities(pool, &mut tx, p, &expected.delta).await?;
     rows += expected.events.len() as u64;
     rows += (expected.delta.active.len()
         + expected.delta.event_counts.len()

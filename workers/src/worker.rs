@@ -40,7 +40,7 @@ use bytes::Bytes;
 use chrono::{SubsecRound as _, Utc};
 use common::{
     admin::AdminState,
-    event::Event,
+    event::{Event, EventType},
     stream::{ensure_dead_letter_stream, ensure_events_stream, Subjects},
     telemetry::PrometheusHandle,
 };
@@ -57,6 +57,7 @@ use crate::{
     dead_letter::{DeadLetters, Reason, MESSAGE_KEY_HEADER},
     error::WorkerError,
     ledger::{self, Claim, Entry},
+    identity,
     ordinals::OrdinalCache,
     paths,
     rollup::{self, Delta},
@@ -159,6 +160,8 @@ struct Inner {
     mongo: mongodb::Database,
     store: EventStore,
     ordinals: OrdinalCache,
+    /// Identifications known committed (identity.rs).
+    identified: identity::Known,
     dead_letters: DeadLetters,
     changes_subject: String,
     in_flight: InFlight,
@@ -226,6 +229,7 @@ impl Worker {
         Ok(Self {
             inner: Arc::new(Inner {
                 ordinals: OrdinalCache::new(config.ordinal_cache),
+                identified: identity::Known::new(config.ordinal_cache),
                 dead_letters: DeadLetters::new(js.clone(), &subjects),
                 changes_subject: subjects.changes(),
                 config,
@@ -589,10 +593,19 @@ impl Worker {
         units: &[Unit],
     ) -> Result<Vec<Claim>, WorkerError> {
         let inner = &self.inner;
+        // Every user, and the other id of every link, so that each id of a person has an ordinal.
         let users: BTreeSet<(&str, &str)> = units
             .iter()
             .map(|u| batch.event(*u))
-            .map(|e| (e.project.as_str(), e.user_key()))
+            .flat_map(|e| {
+                let linked = match e.kind {
+                    EventType::Identify => e.anonymous_id.as_deref(),
+                    EventType::Alias => e.previous_id.as_deref(),
+                    _ => None,
+                };
+                std::iter::once((e.project.as_str(), e.user_key()))
+                    .chain(linked.filter(|_| e.user_id.is_some()).map(|l| (e.project.as_str(), l)))
+            })
             .collect();
         let ords = inner.ordinals.resolve(&inner.pool, users).await?;
         let started = Instant::now();
@@ -644,12 +657,13 @@ impl Worker {
             .map(|(entry, _)| entry.event)
             .collect();
         let delta = Delta::from_events(counted.iter().copied());
-        rollup::apply(&mut tx, &delta, &ords)
+        rollup::apply_known(&mut tx, &delta, &ords, Some(&inner.identified))
             .await
             .map_err(|e| WorkerError::postgres(e, "applying the rollups"))?;
         tx.commit()
             .await
             .map_err(|e| WorkerError::postgres(e, "committing the rollups"))?;
+        inner.identified.committed(&delta);
         self.failpoint(Failpoint::AfterCommit);
         metrics::histogram!("workers_rollup_commit_duration_seconds").record(started.elapsed().as_secs_f64());
         let count = |wanted: fn(&Claim) -> bool| claims.iter().filter(|c| wanted(c)).count() as u64;

@@ -427,6 +427,11 @@ fn generate(seed: u64, distinct: usize) -> Workload {
             e.kind = "identify";
             e.name = "identify".into();
             e.traits.insert("plan".into(), json!(*r.pick(&["free", "pro"])));
+            // Some sign in from a device others used too: links that merge or are refused
+            // depending on which came first by event time, whatever order they arrive in.
+            if e.user_id.is_some() && r.pct(30) {
+                e.anonymous_id = Some(format!("anon-{:03}", r.0.usize(0..ANONYMOUS)));
+            }
         }
         events.push(e);
     }
@@ -1401,6 +1406,17 @@ async fn every_event_is_counted_exactly_once_whatever_carries_it_and_whatever_fa
             report.push(format!("{dead} messages were dead-lettered"));
         }
     }
+
+    // Identity stitching had work to do: persons, and links refused because another learner
+    // signed in on the device first (reconcile below replays them all at once).
+    let (linked, refused): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from persons), (select count(*) from identity_links where refused is not null)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    eprintln!("  identities: {linked} ids in persons of several, {refused} links refused");
+    assert!(linked > 0 && refused > 0, "the workload links ids and has links to refuse");
 
     // And reconcile, which recomputes everything from MongoDB, agrees.
     eprintln!("mongo checked after {:.1}s", started.elapsed().as_secs_f64());

@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{Postgres, Transaction};
 
 use super::{bitmaps, Delta};
+use crate::identity;
 use crate::ordinals::Ordinals;
 
 /// Columns of one bulk statement, pushed row by row.
@@ -19,14 +20,26 @@ macro_rules! columns {
     }};
 }
 
-/// Applies `delta` (the users in it have ordinals in `ords`). The distinct-count bitmaps come
-/// last: their rows are the most contended between workers, so their locks are held for the
-/// shortest time before the commit.
+/// Applies `delta` (the users in it have ordinals in `ords`, and so have the other ids of its
+/// links). The distinct-count bitmaps come after the other rows: they are the most contended
+/// between workers; identities (`crate::identity`) come last, under their project lock.
 pub async fn apply(tx: &mut Transaction<'_, Postgres>, delta: &Delta, ords: &Ordinals) -> sqlx::Result<()> {
+    apply_known(tx, delta, ords, None).await
+}
+
+/// [`apply`], skipping the identifications `known` shows cannot move.
+pub async fn apply_known(
+    tx: &mut Transaction<'_, Postgres>,
+    delta: &Delta,
+    ords: &Ordinals,
+    known: Option<&identity::Known>,
+) -> sqlx::Result<()> {
     apply_rows(tx, delta).await?;
     let mut changes = bitmaps::from_delta(delta, ords);
     bitmaps::first_days(tx, delta, ords, &mut changes).await?;
-    bitmaps::merge(tx, &changes).await
+    bitmaps::merge(tx, &changes).await?;
+    identity::update(tx, delta, known).await?;
+    Ok(())
 }
 
 /// Every rollup of `delta` but the bitmaps.

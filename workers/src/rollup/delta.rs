@@ -101,6 +101,35 @@ pub struct GroupTraits {
     pub message_id: String,
 }
 
+/// How a link between two ids of one person came (docs/contract.md §6, "One person").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkKind {
+    /// An `identify` call with an `anonymousId` (`from`) and a `userId` (`to`).
+    Identify = 0,
+    /// An `alias` call: `previousId` (`from`) and `userId` (`to`).
+    Alias = 1,
+}
+
+impl LinkKind {
+    /// The `identity_links.kind` column's value.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    pub fn from_code(code: i16) -> Option<Self> {
+        [Self::Identify, Self::Alias].into_iter().find(|k| k.code() == code)
+    }
+}
+
+/// One link, keyed by (project, messageId) in [`Delta::links`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub ts: DateTime<Utc>,
+    pub kind: LinkKind,
+    pub from: String,
+    pub to: String,
+}
+
 /// What a set of events adds to every rollup.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Delta {
@@ -132,6 +161,10 @@ pub struct Delta {
     pub groups: BTreeMap<(String, String), GroupTraits>,
     /// (project, group, user) → the earliest `group` call putting the user in the group.
     pub memberships: BTreeMap<(String, String, String), DateTime<Utc>>,
+    /// (project, messageId) → the link an `identify` or `alias` call makes.
+    pub links: BTreeMap<(String, String), Link>,
+    /// (project, user) → the earliest (event time, messageId) of an event with that `userId`.
+    pub identified: BTreeMap<(String, String), (DateTime<Utc>, String)>,
 }
 
 /// A property as an id: strings as they are, integers printed (SDKs of typed languages send them).
@@ -168,6 +201,46 @@ impl Delta {
         delta
     }
 
+    /// Only the identity parts of [`Delta::add`]: the first identification of a `userId` and the
+    /// link an `identify` or `alias` call makes (docs/contract.md §6, "One person").
+    pub fn add_identity(&mut self, event: &Event) {
+        let (project, ts) = (&event.project, event.ts);
+        if let Some(user_id) = &event.user_id {
+            let first = (ts, event.message_id.as_str());
+            match self.identified.get_mut(&(project.clone(), user_id.clone())) {
+                Some(known) if (known.0, known.1.as_str()) <= first => {}
+                Some(known) => *known = (ts, event.message_id.clone()),
+                None => {
+                    self.identified
+                        .insert((project.clone(), user_id.clone()), (ts, event.message_id.clone()));
+                }
+            }
+            let from = match event.kind {
+                EventType::Identify => event.anonymous_id.as_ref().map(|a| (LinkKind::Identify, a)),
+                EventType::Alias => event.previous_id.as_ref().map(|p| (LinkKind::Alias, p)),
+                _ => None,
+            };
+            if let Some((kind, from)) = from.filter(|(_, from)| *from != user_id) {
+                let link = Link {
+                    ts,
+                    kind,
+                    from: from.clone(),
+                    to: user_id.clone(),
+                };
+                self.links.insert((project.clone(), event.message_id.clone()), link);
+            }
+        }
+    }
+
+    /// The identity parts of `events` alone (reconcile reads them for a whole project).
+    pub fn identities<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut delta = Delta::default();
+        for event in events {
+            delta.add_identity(event);
+        }
+        delta
+    }
+
     /// Adds one event to every rollup it concerns (docs/contract.md §5–§6).
     pub fn add(&mut self, event: &Event) {
         let project = &event.project;
@@ -198,6 +271,8 @@ impl Delta {
         totals.events += 1;
         totals.first_seen_at = totals.first_seen_at.min(ts);
         totals.last_activity_at = totals.last_activity_at.max(ts);
+
+        self.add_identity(event);
 
         if let (EventType::Group, Some(group)) = (event.kind, &event.group_id) {
             let joined = self

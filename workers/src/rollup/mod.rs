@@ -7,7 +7,7 @@ mod apply;
 pub mod bitmaps;
 pub mod delta;
 
-pub use apply::{apply, apply_rows};
+pub use apply::{apply, apply_known, apply_rows};
 pub use delta::Delta;
 
 use std::collections::BTreeMap;
