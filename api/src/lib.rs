@@ -43,6 +43,8 @@ pub struct App {
     cache: cache::ResponseCache,
     /// Read keys looked up recently.
     keys: auth::KeyCache,
+    /// Each project's persons (ids linked into one), until the workers change them.
+    persons: query::persons::PersonsCache,
     jwt: Arc<auth::JwtKeys>,
     /// Live streams open, per credential and in all.
     streams: Arc<streams::StreamLimits>,
@@ -73,12 +75,18 @@ impl App {
         Ok(Self {
             cache: cache::ResponseCache::new(config.cache_capacity, config.cache_ttl),
             keys: auth::key_cache(),
+            persons: query::persons::PersonsCache::new(10_000),
             jwt: Arc::new(auth::JwtKeys::new(&config.jwt_secret, config.jwt_max_lifetime)),
             streams: streams::StreamLimits::new(config.max_streams, config.max_streams_per_key),
             config: Arc::new(config),
             pool,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The current persons of `project`, for the distinct counts (docs/contract.md §6).
+    async fn persons(&self, project: &str) -> Result<Arc<query::persons::Persons>, ApiError> {
+        self.persons.get(&self.pool, project).await
     }
 
     /// Ready while PostgreSQL answers with the schema this build reads.

@@ -100,6 +100,7 @@ pub fn document() -> Value {
             "/v1/courses/{id}/analytics": {"get": op("Daily course analytics, range totals, popular modules", with(json!([path_param("id")]), &[range_params(), json!([group.clone()])]))},
             "/v1/courses/{id}/learners": {"get": op("The course's learners with their progress", with(json!([path_param("id")]), &[page_params(), json!([group])]))},
             "/v1/groups/{id}": {"get": op("A group's traits (the latest group call carrying any) and its member count; 404 when no group call named it", json!([path_param("id")]))},
+            "/v1/identities/{id}": {"get": op("The person an id belongs to (identity stitching): its ids, and every identify or alias link touching them with its outcome (null when applied, else identified, invalid_id or too_many_ids); admins only; 404 for an id no event carried", json!([path_param("id")]))},
             "/v1/users/{id}/stats": {"get": op("Learning stats: courses, time, quizzes, points, badges, streaks", json!([path_param("id")]))},
             "/v1/users/{id}/progress": {"get": op("Progress overall and per course", json!([path_param("id")]))},
             "/v1/users/{id}/progress/stream": {"get": stream},

@@ -235,7 +235,9 @@ struct Ev {
     message_id: String,
     user_id: Option<String>,
     anonymous_id: Option<String>,
-    /// Segment call type: track, page, identify, or group (joining [`GROUP`]).
+    /// An alias call's earlier id.
+    previous_id: Option<String>,
+    /// Segment call type: track, page, identify, alias, or group (joining [`GROUP`]).
     kind: &'static str,
     /// The name as sent (track calls; some in other spellings than snake_case).
     sent_name: String,
@@ -309,6 +311,9 @@ impl Ev {
         if let Some(anonymous) = &self.anonymous_id {
             event["anonymousId"] = anonymous.clone().into();
         }
+        if let Some(previous) = &self.previous_id {
+            event["previousId"] = previous.clone().into();
+        }
         event
     }
 }
@@ -317,12 +322,6 @@ impl Ev {
 struct Who {
     user_id: Option<String>,
     anonymous_id: Option<String>,
-}
-
-impl Who {
-    fn key(&self) -> &str {
-        self.user_id.as_deref().or(self.anonymous_id.as_deref()).unwrap()
-    }
 }
 
 const COURSES: [&str; 4] = ["c1", "c2", "c3", "7"];
@@ -334,9 +333,9 @@ struct Generator {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     events: Vec<Ev>,
-    /// Event times (seconds) taken per user key: each user's events have distinct times, so that
-    /// "in that order" never depends on how ties are broken.
-    taken: HashMap<String, HashSet<i64>>,
+    /// Event times (seconds) taken: every event has a time of its own, so that "in that order"
+    /// never depends on how ties are broken, whichever ids turn out to be one person.
+    taken: HashSet<i64>,
 }
 
 /// Title Case With Spaces: one of the spellings ingest normalises back to snake_case.
@@ -360,7 +359,7 @@ impl Generator {
             start: end - TimeDelta::days(DATA_DAYS),
             end,
             events: Vec::new(),
-            taken: HashMap::new(),
+            taken: HashSet::new(),
         }
     }
 
@@ -385,7 +384,7 @@ impl Generator {
         if ts < self.start {
             return None;
         }
-        let taken = self.taken.entry(who.key().to_owned()).or_default();
+        let taken = &mut self.taken;
         let mut second = ts.timestamp();
         while taken.contains(&second) {
             second += 1;
@@ -407,6 +406,7 @@ impl Generator {
             message_id: format!("ev-{:05}-{:08x}", self.events.len(), self.rng.u32(..)),
             user_id: who.user_id.clone(),
             anonymous_id: who.anonymous_id.clone(),
+            previous_id: None,
             kind,
             sent_name,
             name: name.to_owned(),
@@ -670,7 +670,66 @@ impl Generator {
                 }
             }
         }
+        self.identities();
         self.events
+    }
+
+    /// The links of docs/contract.md §6 "One person" beyond the sign-ups above (an `identify`
+    /// with both ids): learners who change their id (an alias, then their later events under
+    /// the new id), two learners signing in on one shared device (the second refused), an alias
+    /// between two learners (refused), and sign-ins from a placeholder anonymous id (refused).
+    fn identities(&mut self) {
+        let mut rng = fastrand::Rng::with_seed(self.rng.u64(..));
+        let mut span: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+        for e in &self.events {
+            if let Some(user) = &e.user_id {
+                let (first, last) = span.entry(user.clone()).or_insert((e.ts, e.ts));
+                (*first, *last) = ((*first).min(e.ts), (*last).max(e.ts));
+            }
+        }
+        let user = |i: usize| format!("u{i:03}");
+        for i in 0..LEARNERS {
+            let Some((first, last)) = span.get(&user(i)).copied() else { continue };
+            if i % 17 == 5 && last - first > TimeDelta::days(2) {
+                // A new id from halfway on: anon → user → renamed user is one person.
+                let renamed = format!("{}-r", user(i));
+                let at = first + (last - first) / 2;
+                let who = Who { user_id: Some(renamed.clone()), anonymous_id: None };
+                if let Some(at) = self.push(&who, "alias", "alias", at, json!({})) {
+                    self.events.last_mut().unwrap().previous_id = Some(user(i));
+                    for e in &mut self.events {
+                        if e.user_id.as_deref() == Some(user(i).as_str()) && e.ts > at {
+                            e.user_id = Some(renamed.clone());
+                        }
+                    }
+                }
+            }
+            if i % 31 == 2 && i + 1 < LEARNERS {
+                let kiosk = format!("kiosk-{i:03}");
+                let visitor = Who { user_id: None, anonymous_id: Some(kiosk.clone()) };
+                let at = first - TimeDelta::seconds(rng.i64(600..7_200));
+                self.push(&visitor, "page", "page_view", at, json!({ "path": "/" }));
+                for j in [i, i + 1] {
+                    if let Some((first, _)) = span.get(&user(j)).copied() {
+                        let who = Who { user_id: Some(user(j)), anonymous_id: Some(kiosk.clone()) };
+                        self.push(&who, "identify", "identify", first - TimeDelta::seconds(20), json!({}));
+                    }
+                }
+            }
+            if i % 29 == 11 && i + 1 < LEARNERS {
+                if let Some((_, other_last)) = span.get(&user(i + 1)).copied() {
+                    let who = Who { user_id: Some(user(i + 1)), anonymous_id: None };
+                    let at = last.max(other_last) - TimeDelta::seconds(rng.i64(60..3_600));
+                    if self.push(&who, "alias", "alias", at, json!({})).is_some() {
+                        self.events.last_mut().unwrap().previous_id = Some(user(i));
+                    }
+                }
+            }
+            if i % 37 == 4 {
+                let who = Who { user_id: Some(user(i)), anonymous_id: Some("undefined".into()) };
+                self.push(&who, "identify", "identify", first + TimeDelta::seconds(5), json!({}));
+            }
+        }
     }
 }
 
@@ -734,6 +793,8 @@ fn sending_plan(events: &[Ev], rng: &mut fastrand::Rng) -> (Vec<Vec<usize>>, Vec
 
 struct Truth<'a> {
     events: &'a [Ev],
+    /// Each id's person (a label shared by the ids of one person; ids of their own are absent).
+    persons: &'a HashMap<String, String>,
     /// Users with an event, by day.
     active: BTreeMap<NaiveDate, BTreeSet<&'a str>>,
     /// Each user's first active day, over all their events.
@@ -852,21 +913,90 @@ fn median_seconds(gaps: &[i64]) -> Value {
     json!(ms / 1000.0)
 }
 
+/// Placeholder ids that link nothing (docs/contract.md §6 "One person"; the workload uses one).
+const PLACEHOLDERS: [&str; 2] = ["undefined", "null"];
+
+/// The persons of docs/contract.md §6 "One person", by brute force: every link (an `identify`
+/// with both ids, an `alias`) in (time, messageId) order; an identify is refused when the
+/// anonymous id's person already has an id that was an event's userId earlier, an alias when
+/// both persons have. Returns each linked id's person label, and the refused links' messageIds.
+fn persons(events: &[Ev]) -> (HashMap<String, String>, BTreeSet<String>) {
+    let mut identified: HashMap<&str, (DateTime<Utc>, &str)> = HashMap::new();
+    for e in events {
+        if let Some(user) = &e.user_id {
+            let first = identified.entry(user).or_insert((e.ts, &e.message_id));
+            *first = (*first).min((e.ts, &e.message_id));
+        }
+    }
+    let mut links: Vec<(&Ev, &str, &str)> = events
+        .iter()
+        .filter_map(|e| {
+            let from = match e.kind {
+                "identify" => e.anonymous_id.as_deref()?,
+                "alias" => e.previous_id.as_deref()?,
+                _ => return None,
+            };
+            let to = e.user_id.as_deref()?;
+            (from != to).then_some((e, from, to))
+        })
+        .collect();
+    links.sort_by(|a, b| (a.0.ts, &a.0.message_id).cmp(&(b.0.ts, &b.0.message_id)));
+    let mut person: HashMap<String, String> = HashMap::new();
+    let mut refused = BTreeSet::new();
+    for (e, from, to) in links {
+        if PLACEHOLDERS.contains(&from) || PLACEHOLDERS.contains(&to) {
+            refused.insert(e.message_id.clone());
+            continue;
+        }
+        let of = |person: &HashMap<String, String>, id: &str| person.get(id).cloned().unwrap_or_else(|| id.to_owned());
+        let (p_from, p_to) = (of(&person, from), of(&person, to));
+        if p_from == p_to {
+            continue;
+        }
+        let before = |p: &str| {
+            identified.iter().any(|(id, first)| {
+                of(&person, id) == p && *first < (e.ts, e.message_id.as_str())
+            })
+        };
+        let no = match e.kind {
+            "identify" => before(&p_from),
+            _ => before(&p_from) && before(&p_to),
+        };
+        if no {
+            refused.insert(e.message_id.clone());
+            continue;
+        }
+        for label in person.values_mut().filter(|l| **l == p_from) {
+            label.clone_from(&p_to);
+        }
+        person.insert(from.to_owned(), p_to.clone());
+        person.insert(p_from, p_to.clone());
+        person.insert(to.to_owned(), p_to);
+    }
+    (person, refused)
+}
+
 impl<'a> Truth<'a> {
-    fn new(events: &'a [Ev], today: NaiveDate) -> Self {
-        let mut active: BTreeMap<NaiveDate, BTreeSet<&str>> = BTreeMap::new();
-        let mut first_day: HashMap<&str, NaiveDate> = HashMap::new();
+    fn new(events: &'a [Ev], persons: &'a HashMap<String, String>, today: NaiveDate) -> Self {
+        let mut truth = Self {
+            events,
+            persons,
+            active: BTreeMap::new(),
+            first_day: HashMap::new(),
+            today,
+        };
         for e in events {
-            active.entry(e.day()).or_default().insert(e.key());
-            let first = first_day.entry(e.key()).or_insert(e.day());
+            let who = truth.who(e);
+            truth.active.entry(e.day()).or_default().insert(who);
+            let first = truth.first_day.entry(who).or_insert(e.day());
             *first = (*first).min(e.day());
         }
-        Self {
-            events,
-            active,
-            first_day,
-            today,
-        }
+        truth
+    }
+
+    /// Whom distinct counts count for an event: its id's person.
+    fn who(&self, e: &'a Ev) -> &'a str {
+        self.persons.get(e.key()).map_or(e.key(), String::as_str)
     }
 
     fn distinct_users(&self, from: NaiveDate, to: NaiveDate) -> usize {
@@ -1033,9 +1163,9 @@ impl<'a> Truth<'a> {
             let viewers: BTreeSet<&str> = on_day
                 .iter()
                 .filter(|e| e.name == "course_viewed")
-                .map(|e| e.key())
+                .map(|e| self.who(e))
                 .collect();
-            let learners: BTreeSet<&str> = on_day.iter().map(|e| e.key()).collect();
+            let learners: BTreeSet<&str> = on_day.iter().map(|e| self.who(e)).collect();
             let time: i64 = on_day.iter().map(|e| e.seconds()).sum();
             let enrolled_by = enrolled.values().filter(|at| **at <= x).count() as i64;
             let completed_by = enrolled
@@ -1093,7 +1223,7 @@ impl<'a> Truth<'a> {
     fn funnel(&self, steps: &[Step], from: NaiveDate, to: NaiveDate, window_s: i64) -> FunnelTruth {
         let mut by_user: HashMap<&str, Vec<&Ev>> = HashMap::new();
         for e in self.in_range(from, to) {
-            by_user.entry(e.key()).or_default().push(e);
+            by_user.entry(self.who(e)).or_default().push(e);
         }
         let mut truth = FunnelTruth {
             reached: vec![0; steps.len()],
@@ -1297,9 +1427,76 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
 
     // A fresh api (an empty cache) over what the workers made.
     let api = start_api(&pipeline.env, &pipeline.env.database_url, &[]).await;
-    let truth = Truth::new(&events, today);
-    let day = |n: i64| d(today, n - DATA_DAYS);
+    let (people, refused) = persons(&events);
+    let linked_persons: BTreeSet<&String> = people.values().collect();
+    eprintln!(
+        "{} ids linked into {} persons, {} links refused",
+        people.len(),
+        linked_persons.len(),
+        refused.len()
+    );
+    // The workers' record of refusals is the brute force's.
+    let db = sqlx::PgPool::connect(&pipeline.env.database_url).await.unwrap();
+    let stored_refused: BTreeSet<String> =
+        sqlx::query_scalar("select message_id from identity_links where project = $1 and refused is not null")
+            .bind(PROJECT)
+            .fetch_all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(stored_refused, refused, "the links refused");
     let mut check = Checker::default();
+    // A person as `GET /v1/identities/{id}` shows it: its ids and every link touching them.
+    let label = |id: &str| people.get(id).cloned().unwrap_or_else(|| id.to_owned());
+    let probes: Vec<String> = people
+        .keys()
+        .filter(|id| id.ends_with("-r") || id.starts_with("kiosk-"))
+        .cloned()
+        .chain(["u004".to_owned()])
+        .collect();
+    for probe in &probes {
+        let mut ids: Vec<String> = events
+            .iter()
+            .flat_map(|e| [e.user_id.clone(), e.anonymous_id.clone(), e.previous_id.clone()])
+            .flatten()
+            .filter(|id| label(id) == label(probe))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        ids.sort();
+        let mut links: Vec<&Ev> = events
+            .iter()
+            .filter(|e| matches!(e.kind, "identify" | "alias"))
+            .filter(|e| {
+                let from = if e.kind == "alias" { &e.previous_id } else { &e.anonymous_id };
+                from.is_some()
+                    && from != &e.user_id
+                    && [from, &e.user_id].iter().any(|id| id.as_ref().is_some_and(|id| ids.contains(id)))
+            })
+            .collect();
+        links.sort_by(|a, b| (a.ts, &a.message_id).cmp(&(b.ts, &b.message_id)));
+        let links: Vec<Value> = links
+            .into_iter()
+            .map(|e| {
+                let from = if e.kind == "alias" { &e.previous_id } else { &e.anonymous_id };
+                let reason = match from.as_deref() {
+                    _ if !refused.contains(&e.message_id) => Value::Null,
+                    Some(id) if PLACEHOLDERS.contains(&id) => json!("invalid_id"),
+                    _ => json!("identified"),
+                };
+                json!({
+                    "message_id": e.message_id, "kind": e.kind, "from": from, "to": e.user_id,
+                    "at": e.ts.to_rfc3339_opts(SecondsFormat::Secs, true), "refused": reason,
+                })
+            })
+            .collect();
+        let path = format!("/v1/identities/{probe}");
+        check.check(&path, &json!({"id": probe, "ids": ids, "links": links}), &api.ok(&path).await);
+    }
+    assert_eq!(api.get("/v1/identities/nobody-at-all").await.0, StatusCode::NOT_FOUND);
+    let truth = Truth::new(&events, &people, today);
+    let day = |n: i64| d(today, n - DATA_DAYS);
 
     // Active users: ranges starting before the data (rolling windows crossing its start), over
     // all of it, into the future, entirely before it, single days, and some at random.
@@ -1485,6 +1682,13 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
             DATA_DAYS - 1,
             json!("7d"),
         ),
+        // Anonymous browsing, then an enrolment once signed up: one person.
+        (
+            vec![step("course_viewed"), step("course_enrolled")],
+            0,
+            DATA_DAYS - 1,
+            json!("30d"),
+        ),
         // Order matters: a purchase, then a later course page view.
         (
             vec![step("purchase"), step("course_viewed")],
@@ -1536,6 +1740,7 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
             message_id: format!("join-{user}"),
             user_id: Some(user.clone()),
             anonymous_id: None,
+            previous_id: None,
             kind: "group",
             sent_name: "group".into(),
             name: "group".into(),
@@ -1545,9 +1750,12 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
         .collect();
     pipeline.send(calls.iter().map(Ev::json).collect()).await;
     pipeline.wait_counted(events.len() + calls.len()).await;
+    // A person is a member when one of its ids joined: its other ids' events count too.
+    let person_of = |id: &str| people.get(id).map_or(id.to_owned(), String::clone);
+    let member_persons: BTreeSet<String> = members.iter().map(|m| person_of(m)).collect();
     let member_events: Vec<Ev> = events
         .iter()
-        .filter(|e| members.contains(e.key()))
+        .filter(|e| member_persons.contains(&person_of(e.key())))
         .chain(&calls)
         .cloned()
         .collect();
@@ -1557,7 +1765,7 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
         member_events.len(),
         events.len()
     );
-    let in_group = Truth::new(&member_events, today);
+    let in_group = Truth::new(&member_events, &people, today);
     let group = "group=class%201%2Fa";
     for (from, to) in [(-10, 5), (0, DATA_DAYS - 1), (25, DATA_DAYS + 5)] {
         let (from, to) = (day(from), day(to));
@@ -1631,6 +1839,36 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
         .filter(|u| truth.active.values().filter(|a| a.contains(u.as_str())).count() > 1)
         .count();
     assert!(moved > 0, "no learner's cohort moved earlier");
+    // Linking ids changes the answers: without it, more users, and fewer sign-ups convert.
+    let unlinked = HashMap::new();
+    let apart = Truth::new(&events, &unlinked, today);
+    let whole = (day(0), day(DATA_DAYS - 1));
+    assert!(
+        truth.distinct_users(whole.0, whole.1) < apart.distinct_users(whole.0, whole.1),
+        "linked ids count once"
+    );
+    // A person who viewed a course anonymously enters the funnel there: fewer entries, and their
+    // enrolment, sent identified, follows the anonymous view.
+    let signup = [step("course_viewed"), step("course_enrolled")];
+    let (linked, unlinked) = (
+        truth.funnel(&signup, whole.0, whole.1, 30 * 86_400),
+        apart.funnel(&signup, whole.0, whole.1, 30 * 86_400),
+    );
+    assert!(
+        linked.reached[0] < unlinked.reached[0] && linked.gaps[1] != unlinked.gaps[1],
+        "funnels that start anonymous end identified: {:?} vs {:?}",
+        linked.reached,
+        unlinked.reached
+    );
+    let refused_calls: Vec<&Ev> = events.iter().filter(|e| refused.contains(&e.message_id)).collect();
+    let kiosk = |e: &&Ev| e.anonymous_id.as_deref().is_some_and(|a| a.starts_with("kiosk-"));
+    assert!(refused_calls.iter().any(kiosk), "a second sign-in on a shared device is refused");
+    assert!(refused_calls.iter().any(|e| e.kind == "alias"), "an alias of two learners is refused");
+    assert!(
+        refused_calls.iter().any(|e| e.anonymous_id.as_deref() == Some("undefined")),
+        "a placeholder links nothing"
+    );
+    assert!(people.keys().any(|id| id.ends_with("-r")), "a renamed learner is one person");
     let retained = truth.retention(day(0), day(DATA_DAYS - 1), None);
     assert!(
         retained["cohorts"]

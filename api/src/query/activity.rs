@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{Days, NaiveDate};
 use common::bitmap::{self, Kind, RoaringBitmap};
 
+use super::persons::Persons;
 use crate::ApiError;
 
 /// The sets of users of one kind (and course) by day, for the days that have any.
@@ -16,10 +17,13 @@ use crate::ApiError;
 pub struct DailySets(BTreeMap<NaiveDate, RoaringBitmap>);
 
 impl DailySets {
-    /// Reads the sets of `kind` (of `course`, or project-wide when `None`) for `from..=to`.
+    /// Reads the sets of `kind` (of `course`, or project-wide when `None`) for `from..=to`, as
+    /// sets of persons. Cohorts ([`Kind::Cohort`]) put a person of several ids under the first
+    /// active day of its earliest.
     pub async fn load(
         pool: &sqlx::PgPool,
         project: &str,
+        persons: &Persons,
         kind: Kind,
         course: Option<&str>,
         from: NaiveDate,
@@ -36,11 +40,21 @@ impl DailySets {
         .bind(to)
         .fetch_all(pool)
         .await?;
+        let first_days = if kind == Kind::Cohort {
+            persons.first_days(pool, project).await?
+        } else {
+            Default::default()
+        };
         let mut sets = BTreeMap::new();
         for (day, bytes) in rows {
             let users = bitmap::decode(&bytes).map_err(|e| {
                 ApiError::Internal(anyhow::anyhow!("corrupt activity bitmap of {project} on {day}: {e}"))
             })?;
+            let users = if kind == Kind::Cohort {
+                persons.cohort(day, &users, &first_days)
+            } else {
+                persons.map(&users)
+            };
             sets.insert(day, users);
         }
         Ok(Self(sets))
@@ -166,9 +180,14 @@ pub fn retained(
         .collect()
 }
 
-/// The user ordinals of the current members of `group` (workers roll `group` calls up into
-/// `group_members`, docs: migrations/0009).
-pub async fn group_members(pool: &sqlx::PgPool, project: &str, group: &str) -> Result<RoaringBitmap, ApiError> {
+/// The persons who are current members of `group`: a person is when one of its ids joined
+/// (workers roll `group` calls up into `group_members`, docs: migrations/0009).
+pub async fn group_members(
+    pool: &sqlx::PgPool,
+    project: &str,
+    persons: &Persons,
+    group: &str,
+) -> Result<RoaringBitmap, ApiError> {
     let ords: Vec<i32> = sqlx::query_scalar(
         "select o.ord from group_members m
            join user_ordinals o on o.project = m.project and o.user_key = m.user_key
@@ -178,7 +197,7 @@ pub async fn group_members(pool: &sqlx::PgPool, project: &str, group: &str) -> R
     .bind(group)
     .fetch_all(pool)
     .await?;
-    Ok(ords.into_iter().filter_map(|o| u32::try_from(o).ok()).collect())
+    Ok(persons.map(&ords.into_iter().filter_map(|o| u32::try_from(o).ok()).collect()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use common::bitmap::{Kind, RoaringBitmap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::persons::Persons;
 use crate::{
     query::{
         activity::{self, DailySets},
@@ -81,13 +82,32 @@ pub async fn user_progress(pool: &sqlx::PgPool, project: &str, user: &str) -> Re
     Ok(rows.into_iter().map(Progress::finish).collect())
 }
 
-/// `and <user key column> is a current member of the group bound as ${param}` (everyone when it
-/// is null), over `group_members` of the project bound as $1.
+/// `and <user key column> is an id of a member, one of the ordinals bound as ${param}` (everyone
+/// when it is null), over `user_ordinals` of the project bound as $1.
 fn member_of(column: &str, param: usize) -> String {
     format!(
-        " and (${param}::text is null or {column} in \
-           (select m.user_key from group_members m where m.project = $1 and m.group_id = ${param}))"
+        " and (${param}::int4[] is null or {column} in \
+           (select o.user_key from user_ordinals o where o.project = $1 and o.ord in (select unnest(${param}::int4[]))))"
     )
+}
+
+/// Every id (as ordinals) of the persons who are current members of `group`: rows kept by id
+/// (enrolments, the ledger's events) belong to the group when their id's person does.
+async fn member_ids(
+    pool: &sqlx::PgPool,
+    project: &str,
+    persons: &Persons,
+    group: Option<&str>,
+) -> Result<Option<Vec<i32>>, ApiError> {
+    let Some(group) = group else { return Ok(None) };
+    let members = activity::group_members(pool, project, persons, group).await?;
+    Ok(Some(
+        persons
+            .expand(&members)
+            .iter()
+            .filter_map(|o| i32::try_from(o).ok())
+            .collect(),
+    ))
 }
 
 /// A page of `course`'s learners by user id (of `group`'s current members only, when given), and
@@ -95,10 +115,12 @@ fn member_of(column: &str, param: usize) -> String {
 pub async fn learners(
     pool: &sqlx::PgPool,
     project: &str,
+    persons: &Persons,
     course: &str,
     group: Option<&str>,
     (limit, offset): (i64, i64),
 ) -> Result<(Vec<Progress>, i64), ApiError> {
+    let members = member_ids(pool, project, persons, group).await?;
     let rows: Vec<Progress> = sqlx::query_as(&format!(
         "{PROGRESS_SELECT} and e.course_id = $2{} order by e.user_key limit $3 offset $4",
         member_of("e.user_key", 5)
@@ -107,7 +129,7 @@ pub async fn learners(
     .bind(course)
     .bind(limit)
     .bind(offset)
-    .bind(group)
+    .bind(&members)
     .fetch_all(pool)
     .await?;
     let total: i64 = sqlx::query_scalar(&format!(
@@ -116,7 +138,7 @@ pub async fn learners(
     ))
     .bind(project)
     .bind(course)
-    .bind(group)
+    .bind(&members)
     .fetch_one(pool)
     .await?;
     Ok((rows.into_iter().map(Progress::finish).collect(), total))
@@ -246,23 +268,25 @@ pub struct Analytics {
 pub async fn analytics(
     pool: &sqlx::PgPool,
     project: &str,
+    persons: &Persons,
     course: &str,
     (from, to): (NaiveDate, NaiveDate),
     group: Option<&str>,
 ) -> Result<Analytics, ApiError> {
     // Distinct learners and viewers: the course's daily bitmaps, unions for the range.
-    let mut viewers = DailySets::load(pool, project, Kind::CourseViewers, Some(course), from, to).await?;
-    let mut active = DailySets::load(pool, project, Kind::CourseActive, Some(course), from, to).await?;
-    let (mut days, modules) = match group {
+    let mut viewers = DailySets::load(pool, project, persons, Kind::CourseViewers, Some(course), from, to).await?;
+    let mut active = DailySets::load(pool, project, persons, Kind::CourseActive, Some(course), from, to).await?;
+    let members = member_ids(pool, project, persons, group).await?;
+    let (mut days, modules) = match &members {
         None => (
             daily_counters(pool, project, course, (from, to)).await?,
             popular_modules(pool, project, course, (from, to)).await?,
         ),
-        Some(group) => {
-            let members = activity::group_members(pool, project, group).await?;
+        Some(ids) => {
+            let members: RoaringBitmap = persons.map(&ids.iter().filter_map(|o| u32::try_from(*o).ok()).collect());
             viewers.restrict(&members);
             active.restrict(&members);
-            members_counters(pool, project, course, (from, to), &members).await?
+            members_counters(pool, project, course, (from, to), ids).await?
         }
     };
     // Enrolled (and completed) by the end of each day: one grouped read, summed up.
@@ -280,7 +304,7 @@ pub async fn analytics(
     .bind(project)
     .bind(course)
     .bind(to)
-    .bind(group)
+    .bind(&members)
     .fetch_all(pool)
     .await?;
     fill_days(&mut days, &by_day, &viewers, &active);
@@ -380,9 +404,8 @@ async fn members_counters(
     project: &str,
     course: &str,
     (from, to): (NaiveDate, NaiveDate),
-    members: &RoaringBitmap,
+    ords: &[i32],
 ) -> Result<(Vec<CourseDay>, Vec<PopularModule>), ApiError> {
-    let ords: Vec<i32> = members.iter().filter_map(|o| i32::try_from(o).ok()).collect();
     type Row = (NaiveDate, i64, i64, i64, i64, i64, Vec<Option<String>>);
     let rows: Vec<Row> = sqlx::query_as(
         "select c.day,
@@ -394,14 +417,14 @@ async fn members_counters(
                 coalesce(array_agg(e.props) filter (where c.event = 'lesson_completed'), '{}')
            from event_chunks c, unnest(c.users, c.courses, c.props) e(user_ord, course_id, props)
           where c.project = $1 and c.day between $3 and $4 and c.event <> 'course_published'
-            and e.course_id = $2 and e.user_ord = any($5)
+            and e.course_id = $2 and e.user_ord in (select unnest($5::int4[]))
           group by c.day",
     )
     .bind(project)
     .bind(course)
     .bind(from)
     .bind(to)
-    .bind(&ords)
+    .bind(ords)
     .fetch_all(pool)
     .await?;
     let mut by_day: std::collections::BTreeMap<NaiveDate, Row> = rows.into_iter().map(|r| (r.0, r)).collect();

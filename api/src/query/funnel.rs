@@ -17,6 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{activity, persons::Persons};
 use crate::{query::ratio, ApiError};
 
 /// Steps of one funnel at most.
@@ -142,13 +143,21 @@ type NameRow = (i32, Vec<i32>, Vec<PgMicros>, Option<Vec<i32>>);
 /// (jsonb compares numbers by value, so 99 matches 99.0); a `course_id` property reads the course.
 pub async fn load(
     pool: &sqlx::PgPool,
-    project: &str,
+    (project, persons): (&str, &Persons),
     steps: &[Step],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     group: Option<&str>,
     limit: usize,
 ) -> Result<Option<Vec<Hit>>, ApiError> {
+    // Every id of the member persons: a person's anonymous events before they joined count.
+    let members: Option<Vec<i32>> = match group {
+        Some(group) => {
+            let members = activity::group_members(pool, project, persons, group).await?;
+            Some(persons.expand(&members).iter().filter_map(|o| i32::try_from(o).ok()).collect())
+        }
+        None => None,
+    };
     let names = event_names(steps);
     let filtered = |step: &Step| step.course_id.is_some() || !step.properties.is_empty();
     let mut sql =
@@ -203,17 +212,11 @@ pub async fn load(
         .push_bind((end - chrono::Duration::microseconds(1)).date_naive());
     sql.push(" and e.ts >= ").push_bind(start);
     sql.push(" and e.ts < ").push_bind(end);
-    if let Some(group) = group {
-        // The group's current members, as ordinals (a hashed semi-join).
-        sql.push(
-            " and e.user_ord in (select o.ord from group_members m \
-              join user_ordinals o on o.project = m.project and o.user_key = m.user_key \
-              where m.project = ",
-        )
-        .push_bind(project.to_owned())
-        .push(" and m.group_id = ")
-        .push_bind(group.to_owned())
-        .push(")");
+    if let Some(members) = members {
+        // The members' ids, as ordinals (a hashed semi-join).
+        sql.push(" and e.user_ord in (select unnest(")
+            .push_bind(members)
+            .push("::int4[]))");
     }
     sql.push(" limit ")
         .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
@@ -234,6 +237,8 @@ pub async fn load(
             .sum();
         for (i, (user, at)) in users.into_iter().zip(times).enumerate() {
             let more = masks.as_ref().and_then(|m| m.get(i)).copied().unwrap_or(0);
+            // Each person's events in one sequence, whichever of its ids sent them.
+            let user = u32::try_from(user).map_or(user, |ord| i32::try_from(persons.person(ord)).unwrap_or(user));
             hits.push(Hit {
                 user,
                 at_ms: at.unix_ms(),
@@ -405,7 +410,7 @@ pub fn bounds(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) 
 /// events of the steps (of those members).
 pub async fn run(
     pool: &sqlx::PgPool,
-    project: &str,
+    (project, persons): (&str, &Persons),
     steps: &[Step],
     (from, to): (NaiveDate, NaiveDate),
     window_s: i64,
@@ -413,7 +418,7 @@ pub async fn run(
     limit: usize,
 ) -> Result<Option<Report>, ApiError> {
     let (start, end) = bounds(from, to);
-    let Some(hits) = load(pool, project, steps, start, end, group, limit).await? else {
+    let Some(hits) = load(pool, (project, persons), steps, start, end, group, limit).await? else {
         return Ok(None);
     };
     Ok(Some(report(steps, compute(steps.len(), window_s, hits))))

@@ -7,6 +7,7 @@ use chrono::{Datelike as _, Days, NaiveDate, Utc};
 use common::bitmap::Kind;
 use serde::{ser::SerializeMap as _, Serialize, Serializer};
 
+use super::persons::Persons;
 use crate::{
     query::activity::{self, DailySets},
     ApiError,
@@ -65,6 +66,7 @@ pub enum Series {
 pub async fn active_users(
     pool: &sqlx::PgPool,
     project: &str,
+    persons: &Persons,
     (from, to): (NaiveDate, NaiveDate),
     interval: Interval,
     group: Option<&str>,
@@ -72,9 +74,9 @@ pub async fn active_users(
     let first = from
         .checked_sub_days(Days::new(MONTH_DAYS - 1))
         .unwrap_or(NaiveDate::MIN);
-    let mut sets = DailySets::load(pool, project, Kind::Active, None, first, to).await?;
+    let mut sets = DailySets::load(pool, project, persons, Kind::Active, None, first, to).await?;
     if let Some(group) = group {
-        sets.restrict(&activity::group_members(pool, project, group).await?);
+        sets.restrict(&activity::group_members(pool, project, persons, group).await?);
     }
     Ok(series(&sets, from, to, interval))
 }
@@ -228,18 +230,19 @@ impl Serialize for Cohort {
 pub async fn retention(
     pool: &sqlx::PgPool,
     project: &str,
+    persons: &Persons,
     (from, to): (NaiveDate, NaiveDate),
     matrix: Option<u64>,
     group: Option<&str>,
 ) -> Result<Vec<Cohort>, ApiError> {
     let reach = RETENTION_DAYS[2].max(matrix.unwrap_or(0));
     let last = to.checked_add_days(Days::new(reach)).unwrap_or(NaiveDate::MAX);
-    let mut firsts = DailySets::load(pool, project, Kind::Cohort, None, from, to).await?;
+    let mut firsts = DailySets::load(pool, project, persons, Kind::Cohort, None, from, to).await?;
     if let Some(group) = group {
         // A member's cohort is their first active day ever, as everyone's.
-        firsts.restrict(&activity::group_members(pool, project, group).await?);
+        firsts.restrict(&activity::group_members(pool, project, persons, group).await?);
     }
-    let active = DailySets::load(pool, project, Kind::Active, None, from, last).await?;
+    let active = DailySets::load(pool, project, persons, Kind::Active, None, from, last).await?;
     Ok(cohorts(&firsts, &active, (from, to), matrix, Utc::now().date_naive()))
 }
 

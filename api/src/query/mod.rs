@@ -9,7 +9,9 @@ pub mod activity;
 pub mod courses;
 pub mod funnel;
 pub mod groups;
+pub mod identities;
 pub mod metrics;
+pub mod persons;
 pub mod users;
 
 /// `a ÷ b`, or `None` when `b` is not positive (a rate of nothing is unknown, not zero).

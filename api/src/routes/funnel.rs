@@ -67,9 +67,10 @@ pub async fn funnel(
     let key = format!("funnel:{}:{window}:{}:{}", range.key(), group.key(), json(&steps)?);
     let (project, max_events) = (&principal.project, app.config.funnel_max_events);
     Ok(cached(&app, &principal, &headers, key, async {
+        let persons = app.persons(project).await?;
         let report = funnel::run(
             &app.pool,
-            project,
+            (project, &persons),
             &steps,
             range.days(),
             window,

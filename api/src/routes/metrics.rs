@@ -38,7 +38,8 @@ pub async fn active_users(
     let key = format!("active-users:{}:{interval:?}:{}", range.key(), group.key());
     let project = &principal.project;
     Ok(cached(&app, &principal, &headers, key, async {
-        let series = metrics::active_users(&app.pool, project, range.days(), interval, group.get()).await?;
+        let persons = app.persons(project).await?;
+        let series = metrics::active_users(&app.pool, project, &persons, range.days(), interval, group.get()).await?;
         Ok(serde_json::json!({
             "project": project, "group": group.get(), "from": range.from, "to": range.to,
             "interval": interval, "series": series,
@@ -125,7 +126,8 @@ pub async fn retention(
     let key = format!("retention:{}:{matrix:?}:{}", range.key(), group.key());
     let project = &principal.project;
     Ok(cached(&app, &principal, &headers, key, async {
-        let cohorts = metrics::retention(&app.pool, project, range.days(), matrix, group.get()).await?;
+        let persons = app.persons(project).await?;
+        let cohorts = metrics::retention(&app.pool, project, &persons, range.days(), matrix, group.get()).await?;
         Ok(serde_json::json!({
             "project": project, "group": group.get(), "from": range.from, "to": range.to,
             "days": RETENTION_DAYS, "matrix_days": matrix, "cohorts": cohorts,

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/courses/{id}/analytics"),
     ("get", "/v1/courses/{id}/learners"),
     ("get", "/v1/groups/{id}"),
+    ("get", "/v1/identities/{id}"),
     ("get", "/v1/users/{id}/stats"),
     ("get", "/v1/users/{id}/progress"),
     ("get", "/v1/users/{id}/progress/stream"),
@@ -56,6 +57,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/courses/{id}/analytics", get(courses::analytics))
         .route("/v1/courses/{id}/learners", get(courses::learners))
         .route("/v1/groups/{id}", get(groups::group))
+        .route("/v1/identities/{id}", get(groups::identity))
         .route("/v1/users/{id}/stats", get(users::stats))
         .route("/v1/users/{id}/progress", get(users::progress))
         .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
