@@ -1784,6 +1784,13 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
         };
         check.check(&path, &in_group.retention(from, to, matrix), &api.ok(&path).await);
     }
+    for (from, to, limit) in [(0, DATA_DAYS - 1, 100), (5, 12, 5)] {
+        let (from, to) = (day(from), day(to));
+        let path = format!("/v1/metrics/events/top?from={from}&to={to}&limit={limit}&{group}");
+        check.check(&path, &in_group.top_events(from, to, limit), &api.ok(&path).await["items"]);
+        let path = format!("/v1/metrics/pages/top?from={from}&to={to}&limit={limit}&{group}");
+        check.check(&path, &in_group.top_pages(from, to, limit), &api.ok(&path).await["items"]);
+    }
     for (course, from, to) in [("c1", -2, DATA_DAYS + 1), ("c2", 5, 12), ("7", 0, DATA_DAYS - 1)] {
         let (from, to) = (day(from), day(to));
         let path = format!("/v1/courses/{course}/analytics?from={from}&to={to}&{group}");

@@ -160,15 +160,45 @@ impl Top {
     }
 }
 
-/// The `limit` most counted names of `top` over `from..=to`, most first, ties by name.
+/// The `limit` most counted names of `top` over `from..=to`, most first, ties by name; with
+/// `group`, of the events of its current members only.
 pub async fn top(
     pool: &sqlx::PgPool,
-    project: &str,
+    (project, persons): (&str, &Persons),
     top: Top,
     (from, to): (NaiveDate, NaiveDate),
+    group: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, i64)>, ApiError> {
     let (table, name, count) = (top.table(), top.name(), top.count());
+    if let Some(group) = group {
+        // The rollups count everyone together: the members' events come from the ledger's
+        // counted events (`event_chunks`), by the workers' definitions (a page view's `page` is
+        // a string property; the ledger keeps strings of at most 1,024 bytes).
+        let members = activity::group_members(pool, project, persons, group).await?;
+        let ids: Vec<i32> = persons.expand(&members).iter().filter_map(|o| i32::try_from(o).ok()).collect();
+        let (what, only) = match top {
+            Top::Events => ("c.event", ""),
+            Top::Pages => (
+                "e.props::jsonb ->> 'page'",
+                " and c.event = 'page_view' and jsonb_typeof(e.props::jsonb -> 'page') = 'string'",
+            ),
+        };
+        return Ok(sqlx::query_as(&format!(
+            "select {what} as {name}, count(*) as n
+               from event_chunks c, unnest(c.users, c.props) e(user_ord, props)
+              where c.project = $1 and c.day between $2 and $3{only}
+                and e.user_ord in (select unnest($4::int4[]))
+              group by 1 order by n desc, 1 limit $5"
+        ))
+        .bind(project)
+        .bind(from)
+        .bind(to)
+        .bind(&ids)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+    }
     Ok(sqlx::query_as(&format!(
         "select {name}, sum({count})::bigint as n from {table}
           where project = $1 and day between $2 and $3

@@ -48,7 +48,7 @@ pub async fn active_users(
     .await)
 }
 
-/// `GET /v1/metrics/events/top?from&to&limit`: events by name over the range, most first.
+/// `GET /v1/metrics/events/top?from&to&limit[&group]`: events by name over the range, most first.
 pub async fn top_events(
     State(app): State<App>,
     Admin(principal): Admin,
@@ -59,7 +59,7 @@ pub async fn top_events(
     top(app, principal, range, query, headers, Top::Events).await
 }
 
-/// `GET /v1/metrics/pages/top?from&to&limit`: page views by path over the range, most first.
+/// `GET /v1/metrics/pages/top?from&to&limit[&group]`: page views by path over the range, most first.
 pub async fn top_pages(
     State(app): State<App>,
     Admin(principal): Admin,
@@ -80,15 +80,19 @@ async fn top(
     top: Top,
 ) -> Result<Response, ApiError> {
     let limit = bounded("limit", query.limit.as_deref(), 10, 1, 100)?;
-    let key = format!("top:{}:{}:{limit}", top.table(), range.key());
+    let group = GroupFilter::parse(&query)?;
+    let key = format!("top:{}:{}:{limit}:{}", top.table(), range.key(), group.key());
     let project = &principal.project;
     Ok(cached(&app, &principal, &headers, key, async {
-        let rows = metrics::top(&app.pool, project, top, range.days(), limit).await?;
+        let persons = app.persons(project).await?;
+        let rows = metrics::top(&app.pool, (project, &persons), top, range.days(), group.get(), limit).await?;
         let items: Vec<serde_json::Value> = rows
             .into_iter()
             .map(|(name, count)| serde_json::json!({top.name(): name, top.count(): count}))
             .collect();
-        Ok(serde_json::json!({"project": project, "from": range.from, "to": range.to, "items": items}))
+        Ok(serde_json::json!({
+            "project": project, "group": group.get(), "from": range.from, "to": range.to, "items": items,
+        }))
     })
     .await)
 }
