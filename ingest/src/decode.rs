@@ -1,15 +1,22 @@
-//! From request bytes to accepted events. The envelope is parsed once with simd-json; then every
-//! event is validated and normalised on its own, so one bad event is rejected with its index,
-//! messageId and reason while the rest of the batch is accepted (docs/contract.md §4).
+//! From request bytes to accepted events. The body is parsed once with simd-json, into its tape;
+//! then every event is validated and normalised on its own, so one bad event is rejected with its
+//! index, messageId and reason while the rest of the batch is accepted (docs/contract.md §4).
+//!
+//! The rules are written once, here, on `serde_json::Value` ([`normalise`]: the reference path).
+//! Most events never become a `Value`: `fast` checks them on the tape and writes their JSON
+//! directly, and hands whatever it would not accept, or finds unusual, to the reference path,
+//! which decides and words the rejection. Bodies out of the ordinary (serde_json's raw-value
+//! marker, a repeated envelope field...) take the reference path whole.
 
-use std::{collections::HashSet, time::Duration};
+use std::{borrow::Cow, collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use common::event::{snake_case, Event, EventType};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use simd_json::Node;
 
-use crate::{config::Limits, error::IngestError};
+use crate::{config::Limits, error::IngestError, fast};
 
 /// Which endpoint the body came to: a batch, or one event of a known type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +34,30 @@ struct BatchEnvelope {
     context: Option<Value>,
 }
 
-/// A parsed request, before authentication and per-event validation.
+/// A parsed request, before authentication and per-event validation: simd-json's tape of the
+/// body, walked by the fast path (`fast`), or, for an unusual body, its `serde_json::Value`s.
 #[derive(Debug)]
-pub struct Envelope {
-    sent_at: Option<Value>,
-    context: Option<Map<String, Value>>,
-    events: Vec<Value>,
+pub struct Envelope<'a> {
     endpoint: Endpoint,
+    parsed: Parsed<'a>,
+}
+
+#[derive(Debug)]
+enum Parsed<'a> {
+    /// The usual body: its tape, where each event starts on it, the batch's `sentAt` (parsed)
+    /// and where the batch's `context` object starts.
+    Tape {
+        nodes: Vec<Node<'a>>,
+        events: Vec<usize>,
+        sent_at: Option<DateTime<Utc>>,
+        context: Option<usize>,
+    },
+    /// Anything else, as the reference path reads it.
+    Values {
+        sent_at: Option<Value>,
+        context: Option<Map<String, Value>>,
+        events: Vec<Value>,
+    },
 }
 
 /// One rejected event, reported back to the client as `{index, messageId?, code, error}`.
@@ -121,6 +145,55 @@ pub struct Decoded {
     pub rejected: Vec<RejectedEvent>,
 }
 
+/// The outcome of validating a request's events, as the server publishes them: the accepted
+/// ones only encoded (what [`Decoded`] holds besides, the `Event`s, is read back from these).
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub accepted: EncodedEvents,
+    /// Repeats of a messageId within this request, dropped.
+    pub duplicates: usize,
+    pub rejected: Vec<RejectedEvent>,
+}
+
+/// Events' JSON encodings back to back in one buffer.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedEvents {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedEvents {
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all the events together.
+    pub fn total_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Each event's encoding, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let event = &self.bytes[start..end];
+            start = end;
+            event
+        })
+    }
+
+    /// Appends one event's encoding.
+    pub fn push(&mut self, json: &[u8]) {
+        self.bytes.extend_from_slice(json);
+        self.ends.push(self.bytes.len());
+    }
+}
+
 /// What normalisation needs besides the events.
 #[derive(Debug, Clone)]
 pub struct Normalisation<'a> {
@@ -133,25 +206,84 @@ pub struct Normalisation<'a> {
 
 /// Parses a decompressed request body. Fails only for a malformed envelope (400) or too many
 /// events (413); problems with single events are reported by [`Envelope::validate`].
-pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Result<Envelope, IngestError> {
+pub fn decode_batch<'a>(body: &'a mut [u8], endpoint: Endpoint, limits: &Limits) -> Result<Envelope<'a>, IngestError> {
+    decode(body, endpoint, limits, true)
+}
+
+/// [`decode_batch`]; `fast`: whether usual bodies may take the fast path (tests compare both).
+fn decode<'a>(
+    body: &'a mut [u8],
+    endpoint: Endpoint,
+    limits: &Limits,
+    fast: bool,
+) -> Result<Envelope<'a>, IngestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(IngestError::BadRequest(
             "the request body is empty; send a JSON object".into(),
         ));
     }
+    let what = match endpoint {
+        Endpoint::Batch => "the body is not a JSON batch envelope",
+        Endpoint::Single(_) => "the body is not a JSON event",
+    };
+    // The errors of a body that is no JSON are the same either way: the serde path below
+    // first builds this very tape.
+    let nodes = simd_json::to_tape(body)
+        .map_err(|e| IngestError::BadRequest(format!("{what}: {e}")))?
+        .0;
+    // serde_json reads an object whose first key is its raw-value marker as another value, and
+    // a depth limit of 0 refuses even empty maps: both are left to the reference path.
+    let usual = fast && limits.max_property_depth > 0 && !nodes.iter().any(fast::is_raw_value_token);
+    if usual {
+        match endpoint {
+            Endpoint::Batch => match fast::envelope(&nodes) {
+                fast::Shape::Usual { events, .. } if events.len() > limits.max_batch_events => {
+                    return Err(too_many_events(events.len(), limits));
+                }
+                fast::Shape::Usual {
+                    events,
+                    sent_at,
+                    context,
+                } => {
+                    return Ok(Envelope {
+                        endpoint,
+                        parsed: Parsed::Tape {
+                            nodes,
+                            events,
+                            sent_at,
+                            context,
+                        },
+                    })
+                }
+                fast::Shape::Unusual => {}
+            },
+            Endpoint::Single(_) => {
+                if matches!(nodes.first(), Some(Node::Object { .. })) {
+                    return Ok(Envelope {
+                        endpoint,
+                        parsed: Parsed::Tape {
+                            nodes,
+                            events: vec![0],
+                            sent_at: None,
+                            context: None,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    // The reference path: serde over the same tape, as `simd_json::serde::from_slice` does.
+    let tape = simd_json::Tape(nodes);
     match endpoint {
         Endpoint::Batch => {
-            let envelope: BatchEnvelope = simd_json::serde::from_slice(body)
-                .map_err(|e| IngestError::BadRequest(format!("the body is not a JSON batch envelope: {e}")))?;
+            let envelope: BatchEnvelope = tape
+                .deserialize()
+                .map_err(|e| IngestError::BadRequest(format!("{what}: {e}")))?;
             let events = envelope
                 .batch
                 .ok_or_else(|| IngestError::BadRequest("the body has no `batch` array".into()))?;
             if events.len() > limits.max_batch_events {
-                return Err(IngestError::PayloadTooLarge(format!(
-                    "the batch has {} events; at most {} are allowed per request",
-                    events.len(),
-                    limits.max_batch_events
-                )));
+                return Err(too_many_events(events.len(), limits));
             }
             let context = match envelope.context {
                 None | Some(Value::Null) => None,
@@ -159,28 +291,40 @@ pub fn decode_batch(body: &mut [u8], endpoint: Endpoint, limits: &Limits) -> Res
                 Some(_) => return Err(IngestError::BadRequest("`context` must be an object".into())),
             };
             Ok(Envelope {
-                sent_at: envelope.sent_at,
-                context,
-                events,
                 endpoint,
+                parsed: Parsed::Values {
+                    sent_at: envelope.sent_at,
+                    context,
+                    events,
+                },
             })
         }
         Endpoint::Single(_) => {
-            let value: Value = simd_json::serde::from_slice(body)
-                .map_err(|e| IngestError::BadRequest(format!("the body is not a JSON event: {e}")))?;
+            let value: Value = tape
+                .deserialize()
+                .map_err(|e| IngestError::BadRequest(format!("{what}: {e}")))?;
             let Value::Object(mut event) = value else {
                 return Err(IngestError::BadRequest("the body must be a JSON object".into()));
             };
             // Read by `body_write_key` before this parse; not part of the event.
             event.remove("writeKey");
             Ok(Envelope {
-                sent_at: None,
-                context: None,
-                events: vec![Value::Object(event)],
                 endpoint,
+                parsed: Parsed::Values {
+                    sent_at: None,
+                    context: None,
+                    events: vec![Value::Object(event)],
+                },
             })
         }
     }
+}
+
+fn too_many_events(events: usize, limits: &Limits) -> IngestError {
+    IngestError::PayloadTooLarge(format!(
+        "the batch has {events} events; at most {} are allowed per request",
+        limits.max_batch_events
+    ))
 }
 
 /// The body's top-level `writeKey`, read without building the document: other members are
@@ -206,83 +350,235 @@ pub fn body_write_key(body: &[u8]) -> Result<Option<String>, IngestError> {
     }
 }
 
-impl Envelope {
+impl Envelope<'_> {
     /// How many events the request carries, valid or not.
     pub fn len(&self) -> usize {
-        self.events.len()
+        match &self.parsed {
+            Parsed::Tape { events, .. } => events.len(),
+            Parsed::Values { events, .. } => events.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
     }
 
-    /// Validates and normalises every event on its own.
+    /// Validates and normalises every event on its own; the accepted ones come with the `Event`
+    /// their encoding reads back as (as the workers read it).
     pub fn validate(self, norm: &Normalisation<'_>) -> Decoded {
-        let mut decoded = Decoded {
-            accepted: Vec::with_capacity(self.events.len()),
-            ..Decoded::default()
-        };
-        let batch_sent_at = match self.sent_at.as_ref().map(|v| parse_time(v, "sentAt")) {
-            Some(Err(error)) => {
-                // A bad batch-level sentAt makes every event's time untrustworthy: reject them all.
-                for index in 0..self.events.len() {
-                    decoded.rejected.push(RejectedEvent {
-                        index,
-                        message_id: None,
-                        reason: error.clone(),
-                    });
-                }
-                return decoded;
-            }
-            Some(Ok(time)) => time,
-            None => None,
-        };
-        let mut seen = HashSet::with_capacity(self.events.len());
-        for (index, raw) in self.events.into_iter().enumerate() {
-            let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
-            match normalise(raw, self.endpoint, batch_sent_at, self.context.as_ref(), norm) {
-                Ok(event) => {
-                    if !seen.insert(event.message_id.clone()) {
-                        decoded.duplicates += 1;
-                        continue;
+        let encoded = self.encode(norm);
+        let accepted = encoded
+            .accepted
+            .iter()
+            .filter_map(|json| {
+                let mut copy = json.to_vec();
+                match simd_json::serde::from_slice::<Event>(&mut copy) {
+                    Ok(event) => Some((event, json.to_vec())),
+                    Err(error) => {
+                        tracing::error!(%error, "an accepted event does not read back");
+                        None
                     }
-                    match serde_json::to_vec(&event) {
-                        Ok(json) if json.len() <= norm.limits.max_event_bytes => decoded.accepted.push((event, json)),
-                        Ok(json) => decoded.rejected.push(RejectedEvent {
-                            index,
-                            message_id,
-                            reason: Rejection::TooLarge(format!(
-                                "the event is {} bytes once normalised; at most {} are allowed",
-                                json.len(),
-                                norm.limits.max_event_bytes
-                            )),
-                        }),
-                        Err(e) => decoded.rejected.push(RejectedEvent {
+                }
+            })
+            .collect();
+        Decoded {
+            accepted,
+            duplicates: encoded.duplicates,
+            rejected: encoded.rejected,
+        }
+    }
+
+    /// Validates and normalises every event on its own, encoding the accepted ones for
+    /// JetStream.
+    pub fn encode(self, norm: &Normalisation<'_>) -> Encoded {
+        let endpoint = self.endpoint;
+        match self.parsed {
+            Parsed::Tape {
+                nodes,
+                events,
+                sent_at,
+                context,
+            } => encode_tape(&nodes, &events, sent_at, context, endpoint, norm),
+            Parsed::Values {
+                sent_at,
+                context,
+                events,
+            } => encode_values(sent_at, context, events, endpoint, norm),
+        }
+    }
+}
+
+/// Where accepted events go, with the request's messageIds seen so far.
+struct Sink<'a> {
+    encoded: Encoded,
+    seen: HashSet<Cow<'a, str>>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(events: usize) -> Self {
+        Self {
+            encoded: Encoded {
+                accepted: EncodedEvents {
+                    bytes: Vec::with_capacity(events * 512),
+                    ends: Vec::with_capacity(events),
+                },
+                ..Encoded::default()
+            },
+            seen: HashSet::with_capacity(events),
+        }
+    }
+
+    /// The event normalised by the reference path, [`normalise`].
+    fn reference(
+        &mut self,
+        index: usize,
+        raw: Value,
+        endpoint: Endpoint,
+        batch_sent_at: Option<DateTime<Utc>>,
+        batch_context: Option<&Map<String, Value>>,
+        norm: &Normalisation<'_>,
+    ) {
+        let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
+        match normalise(raw, endpoint, batch_sent_at, batch_context, norm) {
+            Ok(event) => {
+                if !self.seen.insert(Cow::Owned(event.message_id.clone())) {
+                    self.encoded.duplicates += 1;
+                    return;
+                }
+                let start = self.encoded.accepted.bytes.len();
+                match serde_json::to_writer(&mut self.encoded.accepted.bytes, &event) {
+                    Ok(()) => self.sized(index, start, message_id.as_deref(), norm),
+                    Err(e) => {
+                        self.encoded.accepted.bytes.truncate(start);
+                        self.encoded.rejected.push(RejectedEvent {
                             index,
                             message_id,
                             reason: Rejection::InvalidField(format!("cannot encode the event: {e}")),
-                        }),
+                        });
                     }
                 }
-                Err(reason) => decoded.rejected.push(RejectedEvent {
-                    index,
-                    message_id,
-                    reason,
-                }),
+            }
+            Err(reason) => self.encoded.rejected.push(RejectedEvent {
+                index,
+                message_id,
+                reason,
+            }),
+        }
+    }
+
+    /// Keeps the event just encoded from `start` if it is within the size limit.
+    fn sized(&mut self, index: usize, start: usize, message_id: Option<&str>, norm: &Normalisation<'_>) {
+        let accepted = &mut self.encoded.accepted;
+        let len = accepted.bytes.len() - start;
+        if len <= norm.limits.max_event_bytes {
+            accepted.ends.push(accepted.bytes.len());
+        } else {
+            accepted.bytes.truncate(start);
+            self.encoded.rejected.push(RejectedEvent {
+                index,
+                message_id: message_id.map(str::to_owned),
+                reason: Rejection::TooLarge(format!(
+                    "the event is {len} bytes once normalised; at most {} are allowed",
+                    norm.limits.max_event_bytes
+                )),
+            });
+        }
+    }
+}
+
+/// The events of a usual body: each by the fast path, or, when it declines, by the reference path
+/// on the event as a `serde_json::Value`.
+fn encode_tape<'a>(
+    nodes: &[Node<'a>],
+    events: &[usize],
+    sent_at: Option<DateTime<Utc>>,
+    context: Option<usize>,
+    endpoint: Endpoint,
+    norm: &Normalisation<'_>,
+) -> Encoded {
+    let mut sink = Sink::new(events.len());
+    let context_nodes = context.and_then(|at| fast::value_at(nodes, at));
+    let batch_context = context_nodes.map(|nodes| fast::BatchContext::new(nodes, norm.limits.max_property_depth));
+    let mut reference_context: Option<Option<Map<String, Value>>> = None;
+    let shared = fast::Shared::new(norm);
+    let mut scratch = fast::Scratch::default();
+    for (index, &at) in events.iter().enumerate() {
+        let Some(event) = fast::value_at(nodes, at) else {
+            continue;
+        };
+        match fast::plan(event, endpoint, sent_at, batch_context.as_ref(), norm, &mut scratch) {
+            Some(plan) => {
+                if !sink.seen.insert(plan.message_id.clone()) {
+                    sink.encoded.duplicates += 1;
+                    continue;
+                }
+                let start = sink.encoded.accepted.bytes.len();
+                fast::write(&mut sink.encoded.accepted.bytes, &plan, &scratch, &shared);
+                sink.sized(index, start, plan.reported_id, norm);
+            }
+            None => {
+                let mut raw = tape_value(event);
+                if let (Endpoint::Single(_), Value::Object(map)) = (endpoint, &mut raw) {
+                    map.remove("writeKey");
+                }
+                let context = reference_context.get_or_insert_with(|| match context_nodes.map(tape_value) {
+                    Some(Value::Object(map)) => Some(map),
+                    _ => None,
+                });
+                sink.reference(index, raw, endpoint, sent_at, context.as_ref(), norm);
             }
         }
-        decoded
     }
+    sink.encoded
+}
+
+/// A value of the tape as `simd_json::serde` reads it into a `serde_json::Value`.
+fn tape_value(nodes: &[Node<'_>]) -> Value {
+    simd_json::Tape(nodes.to_vec()).deserialize().unwrap_or_else(|error| {
+        // Only serde_json's raw-value marker fails here, and bodies with it are not on the tape path.
+        tracing::error!(%error, "a tape value does not read as a serde_json::Value");
+        Value::Null
+    })
+}
+
+/// The events of an unusual body, all by the reference path.
+fn encode_values(
+    sent_at: Option<Value>,
+    context: Option<Map<String, Value>>,
+    events: Vec<Value>,
+    endpoint: Endpoint,
+    norm: &Normalisation<'_>,
+) -> Encoded {
+    let mut sink = Sink::new(events.len());
+    let batch_sent_at = match sent_at.as_ref().map(|v| parse_time(v, "sentAt")) {
+        Some(Err(error)) => {
+            // A bad batch-level sentAt makes every event's time untrustworthy: reject them all.
+            for index in 0..events.len() {
+                sink.encoded.rejected.push(RejectedEvent {
+                    index,
+                    message_id: None,
+                    reason: error.clone(),
+                });
+            }
+            return sink.encoded;
+        }
+        Some(Ok(time)) => time,
+        None => None,
+    };
+    for (index, raw) in events.into_iter().enumerate() {
+        sink.reference(index, raw, endpoint, batch_sent_at, context.as_ref(), norm);
+    }
+    sink.encoded
 }
 
 /// Longest accepted identifier (userId, anonymousId, messageId, sessionId, event name, and the
 /// properties the rollups key by: `KEY_PROPERTIES`).
-const MAX_ID_LEN: usize = 256;
+pub(crate) const MAX_ID_LEN: usize = 256;
 /// Longest accepted page (`properties.page` / `path`): a rollup key, well under PostgreSQL's
 /// 2,704-byte btree row limit; 2,048 bytes is also the longest URL crawlers and browsers agree on.
 pub const MAX_PAGE_LEN: usize = 2_048;
 /// Properties the workers use as rollup keys: identifiers, bounded and free of control characters.
-const KEY_PROPERTIES: [&str; 6] = [
+pub(crate) const KEY_PROPERTIES: [&str; 6] = [
     "course_id",
     "module_id",
     "lesson_id",
@@ -428,28 +724,8 @@ fn normalise(
     }
     .or(batch_sent_at);
     let received_at = norm.received_at;
-    let mut ts = client_time.unwrap_or(received_at);
-    if let (Some(client_time), Some(sent_at)) = (client_time, sent_at) {
-        let skew = (received_at - sent_at).abs();
-        if skew.to_std().unwrap_or(Duration::MAX) > norm.max_clock_skew {
-            ts = received_at - (sent_at - client_time);
-        }
-    }
-    if ts > received_at + MAX_FUTURE {
-        ts = received_at;
-    }
-    if ts.date_naive() < norm.limits.time_floor {
-        return Err(Rejection::InvalidTime(format!(
-            "the event time {} (from `timestamp`, corrected by `sentAt`) is before {}, the earliest accepted",
-            ts.format("%Y-%m-%d"),
-            norm.limits.time_floor
-        )));
-    }
+    let (ts, historical) = event_time(client_time, sent_at, norm)?;
     check_key_properties(&properties)?;
-    let horizon = chrono::TimeDelta::from_std(norm.historical_horizon).unwrap_or(chrono::TimeDelta::MAX);
-    let historical = received_at
-        .checked_sub_signed(horizon)
-        .is_some_and(|cutoff| ts < cutoff);
     Ok(Event {
         project: norm.project.to_owned(),
         message_id,
@@ -471,6 +747,39 @@ fn normalise(
         context,
         traits,
     })
+}
+
+/// The event time (`ts`) of a client time and `sentAt`: corrected for the client's clock skew,
+/// clamped to the receive time when too far ahead, refused before the floor; and whether it is
+/// older than the historical horizon.
+pub(crate) fn event_time(
+    client_time: Option<DateTime<Utc>>,
+    sent_at: Option<DateTime<Utc>>,
+    norm: &Normalisation<'_>,
+) -> Result<(DateTime<Utc>, bool), Rejection> {
+    let received_at = norm.received_at;
+    let mut ts = client_time.unwrap_or(received_at);
+    if let (Some(client_time), Some(sent_at)) = (client_time, sent_at) {
+        let skew = (received_at - sent_at).abs();
+        if skew.to_std().unwrap_or(Duration::MAX) > norm.max_clock_skew {
+            ts = received_at - (sent_at - client_time);
+        }
+    }
+    if ts > received_at + MAX_FUTURE {
+        ts = received_at;
+    }
+    if ts.date_naive() < norm.limits.time_floor {
+        return Err(Rejection::InvalidTime(format!(
+            "the event time {} (from `timestamp`, corrected by `sentAt`) is before {}, the earliest accepted",
+            ts.format("%Y-%m-%d"),
+            norm.limits.time_floor
+        )));
+    }
+    let horizon = chrono::TimeDelta::from_std(norm.historical_horizon).unwrap_or(chrono::TimeDelta::MAX);
+    let historical = received_at
+        .checked_sub_signed(horizon)
+        .is_some_and(|cutoff| ts < cutoff);
+    Ok((ts, historical))
 }
 
 /// An identifier: a non-empty string (numbers are accepted and turned into strings, as SDKs of
@@ -944,6 +1253,347 @@ mod tests {
             let mut bytes = body.as_bytes().to_vec();
             let error = decode_batch(&mut bytes, Endpoint::Batch, &limits).unwrap_err();
             assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{body}");
+        }
+    }
+}
+
+/// The fast path against the reference path, on generated bodies: the same events accepted with
+/// the same bytes, the same duplicates, the same rejections with the same words.
+#[cfg(test)]
+mod fast_path_equivalence {
+    use chrono::TimeZone as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn quoted(text: &str) -> String {
+        serde_json::to_string(text).unwrap()
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "a", "b", "course_id", "lesson_id", "module_id", "quiz_id", "badge_id", "instructor_id", "page",
+                "path", "name", "category", "session_id", "traits", "title", "url", "x", "score",
+            ])
+            .prop_map(str::to_owned),
+            1 => prop::sample::select(vec![
+                "", "$gt", "a.b", "k\u{0}", "$serde_json::private::RawValue", "ü", "\u{7}",
+            ])
+            .prop_map(str::to_owned),
+            1 => "[a-z$._\u{0}-\u{7f}]{0,6}",
+            1 => Just("k".repeat(257)),
+        ]
+        .prop_map(|k| quoted(&k))
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "-1",
+                "1.5",
+                "-0.0",
+                "1e3",
+                "1E-7",
+                "123456789012345678",
+                "9223372036854775807",
+                "9223372036854775808",
+                "-9223372036854775808",
+                "18446744073709551615",
+                "1e308",
+                "0.1",
+                "2.5e-310",
+                "3.0",
+            ])
+            .prop_map(str::to_owned),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            prop::sample::select(vec![
+                "",
+                "x",
+                "Course Viewed",
+                "/home",
+                "track",
+                "page",
+                "2026-03-10T11:00:00Z",
+                "2026-03-10T11:00:00.123+02:00",
+                "1999-12-31T23:59:59Z",
+                "2026-03-12T12:00:00Z",
+                "2016-12-31T23:59:60Z",
+                "yesterday",
+                "a\u{0}b",
+                "tab\tnew\nline",
+                "quote\"back\\slash",
+                "\u{80}\u{9f}",
+                "\u{2028}",
+                "😀 émoji",
+            ])
+            .prop_map(quoted),
+            ".{0,10}".prop_map(|s| quoted(&s)),
+            Just(quoted(&"p".repeat(2_100))),
+            Just(r#""\ud83d\ude00\u0041\/""#.to_owned()),
+        ]
+    }
+
+    /// JSON text of any value, objects possibly repeating keys.
+    fn value() -> impl Strategy<Value = String> {
+        scalar().prop_recursive(5, 48, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec((key(), inner), 0..5).prop_map(|pairs| {
+                    let pairs: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", pairs.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// An object of usual property-like values, repeats rare.
+    fn map() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::collection::vec((key(), prop_oneof![3 => scalar(), 1 => value()]), 0..6).prop_map(|pairs| {
+                let pairs: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", pairs.join(","))
+            }),
+            1 => value(),
+        ]
+    }
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec!["track", "page", "screen", "identify", "group", "alias", "merge"])
+                .prop_map(|t| format!(r#""type":"{t}""#)),
+            1 => value().prop_map(|v| format!(r#""type":{v}"#)),
+            3 => prop::sample::select(vec!["u1", "u2", "", "5"]).prop_map(|u| format!(r#""userId":"{u}""#)),
+            1 => scalar().prop_map(|v| format!(r#""userId":{v}"#)),
+            2 => prop::sample::select(vec!["a1", "a2"]).prop_map(|u| format!(r#""anonymousId":"{u}""#)),
+            1 => scalar().prop_map(|v| format!(r#""anonymousId":{v}"#)),
+            3 => prop::sample::select(vec!["m1", "m2", "m3", "", "5"]).prop_map(|m| format!(r#""messageId":"{m}""#)),
+            1 => scalar().prop_map(|v| format!(r#""messageId":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""groupId":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""previousId":{v}"#)),
+            3 => map().prop_map(|v| format!(r#""properties":{v}"#)),
+            2 => map().prop_map(|v| format!(r#""context":{v}"#)),
+            1 => map().prop_map(|v| format!(r#""context":{{"page":{v},"traits":{{"plan":"pro","name":"n"}}}}"#)),
+            2 => map().prop_map(|v| format!(r#""traits":{v}"#)),
+            2 => scalar().prop_map(|v| format!(r#""event":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""name":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""category":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""sessionId":{v}"#)),
+            2 => scalar().prop_map(|v| format!(r#""timestamp":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""originalTimestamp":{v}"#)),
+            1 => scalar().prop_map(|v| format!(r#""sentAt":{v}"#)),
+            1 => value().prop_map(|v| format!(r#""integrations":{v}"#)),
+            1 => Just(r#""writeKey":"k""#.to_owned()),
+        ]
+    }
+
+    /// Mostly valid: a type, a user, a name, and a few fields of any kind.
+    fn usual_event() -> impl Strategy<Value = String> {
+        let property = prop_oneof![
+            3 => prop::sample::select(vec!["course_id", "lesson_id", "page", "path", "name", "category", "session_id", "title"])
+                .prop_map(quoted),
+            1 => key(),
+        ];
+        let value = prop_oneof![
+            6 => prop::sample::select(vec!["c1", "/home", "x", "", r"a\u0000b", r"tab\tx", r"\u0080", r"\u001f", r"\u007f"])
+                .prop_map(|v| format!("\"{v}\"")),
+            2 => scalar(),
+            1 => value(),
+        ];
+        (
+            prop::sample::select(vec!["track", "page", "screen", "identify", "group", "alias"]),
+            prop::sample::select(vec![
+                r#""userId":"u1""#,
+                r#""anonymousId":"a1""#,
+                r#""userId":7,"anonymousId":"a""#,
+            ]),
+            prop::collection::vec((property, value), 0..5),
+            prop::collection::vec(field(), 0..3),
+        )
+            .prop_map(|(kind, user, properties, fields)| {
+                let properties: Vec<String> = properties.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                let mut parts = vec![
+                    format!(r#""type":"{kind}""#),
+                    user.to_owned(),
+                    r#""event":"Course Viewed","groupId":"g","previousId":"p""#.to_owned(),
+                    format!(r#""properties":{{{}}}"#, properties.join(",")),
+                ];
+                parts.extend(fields);
+                format!("{{{}}}", parts.join(","))
+            })
+    }
+
+    fn event() -> impl Strategy<Value = String> {
+        prop_oneof![
+            10 => usual_event(),
+            10 => prop::collection::vec(field(), 0..12).prop_map(|fields| format!("{{{}}}", fields.join(","))),
+            1 => value(),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        let envelope_field = prop_oneof![
+            2 => map().prop_map(|v| format!(r#""context":{v}"#)),
+            2 => scalar().prop_map(|v| format!(r#""sentAt":{v}"#)),
+            1 => value().prop_map(|v| format!(r#""metadata":{v}"#)),
+            1 => Just(r#""writeKey":"k""#.to_owned()),
+        ];
+        prop_oneof![
+            8 => (prop::collection::vec(event(), 0..8), prop::collection::vec(envelope_field, 0..3)).prop_map(
+                |(events, fields)| {
+                    let mut parts = vec![format!(r#""batch":[{}]"#, events.join(","))];
+                    parts.extend(fields);
+                    format!("{{{}}}", parts.join(","))
+                }
+            ),
+            1 => value(),
+        ]
+    }
+
+    /// A batch body to the batch endpoint, an event to a single-event one, now and then the other
+    /// way round.
+    fn request() -> impl Strategy<Value = (Endpoint, String)> {
+        prop_oneof![
+            6 => body().prop_map(|body| (Endpoint::Batch, body)),
+            3 => (endpoint(), event()).prop_map(|(endpoint, event)| (endpoint, event)),
+            1 => (endpoint(), body()),
+            // Numbers simd-json refuses: the whole body is a 400.
+            1 => prop::sample::select(vec!["18446744073709551616", "1e400", "-1e400"]).prop_map(|n| (
+                Endpoint::Batch,
+                format!(r#"{{"batch":[{{"type":"track","event":"e","userId":"u","properties":{{"n":{n}}}}}]}}"#)
+            )),
+        ]
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        (
+            prop::sample::select(vec![0, 1, 2, 3, 16, 16, 16, 16]),
+            prop::sample::select(vec![64 * 1024, 64 * 1024, 64 * 1024, 400, 600]),
+            prop::sample::select(vec![3, 1_000, 1_000, 1_000]),
+        )
+            .prop_map(|(depth, event_bytes, batch)| Limits {
+                max_property_depth: depth,
+                max_event_bytes: event_bytes,
+                max_batch_events: batch,
+                ..Limits::default()
+            })
+    }
+
+    fn endpoint() -> impl Strategy<Value = Endpoint> {
+        prop_oneof![
+            3 => Just(Endpoint::Batch),
+            1 => prop::sample::select(vec![
+                EventType::Track,
+                EventType::Page,
+                EventType::Screen,
+                EventType::Identify,
+                EventType::Group,
+                EventType::Alias,
+            ])
+            .prop_map(Endpoint::Single),
+        ]
+    }
+
+    /// The outcome with assigned (random) messageIds blanked.
+    fn outcome(
+        body: &str,
+        endpoint: Endpoint,
+        limits: &Limits,
+        fast: bool,
+    ) -> Result<(Vec<String>, usize, Vec<RejectedEvent>), String> {
+        let norm = Normalisation {
+            project: "p\"1",
+            received_at: Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap(),
+            max_clock_skew: Duration::from_secs(60),
+            historical_horizon: Duration::from_secs(30 * 86_400),
+            limits,
+        };
+        let mut bytes = body.as_bytes().to_vec();
+        let envelope = decode(&mut bytes, endpoint, limits, fast).map_err(|e| format!("{} {e}", e.status()))?;
+        let encoded = envelope.encode(&norm);
+        let accepted = encoded
+            .accepted
+            .iter()
+            .map(|json| {
+                let mut text = String::from_utf8(json.to_vec()).unwrap();
+                if let Some(at) = text.find(r#","message_id_assigned":true"#) {
+                    let start = text.find(r#""message_id":""#).unwrap() + 14;
+                    text.replace_range(start..at - 1, "assigned");
+                }
+                text
+            })
+            .collect();
+        Ok((accepted, encoded.duplicates, encoded.rejected))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_fast_path_accepts_encodes_and_rejects_as_the_reference_path(
+            (endpoint, body) in request(),
+            limits in limits(),
+        ) {
+            let fast = outcome(&body, endpoint, &limits, true);
+            let reference = outcome(&body, endpoint, &limits, false);
+            prop_assert_eq!(fast, reference, "{}", body);
+        }
+    }
+
+    #[test]
+    fn usual_events_take_the_fast_path() {
+        let limits = Limits::default();
+        let body = br#"{"batch":[
+            {"type":"track","event":"Course Viewed","userId":"u1","messageId":"m1","timestamp":"2026-03-10T11:59:00.5Z",
+             "properties":{"course_id":"c1","n":1.25,"list":[1,-2,{"a":null}]},"context":{"ip":"1.2.3.4"}},
+            {"type":"page","anonymousId":"a1","name":"Home","properties":{"path":"/home"}},
+            {"type":"identify","userId":"u1","traits":{"plan":"pro"},"context":{"traits":{"name":"Ada"}}}
+        ],"sentAt":"2026-03-10T11:59:01Z","context":{"library":{"name":"analytics.js"}}}"#;
+        let mut bytes = body.to_vec();
+        let envelope = decode_batch(&mut bytes, Endpoint::Batch, &limits).unwrap();
+        assert!(matches!(envelope.parsed, Parsed::Tape { .. }));
+        let (nodes, events, sent_at, context) = match &envelope.parsed {
+            Parsed::Tape {
+                nodes,
+                events,
+                sent_at,
+                context,
+            } => (nodes, events, *sent_at, *context),
+            Parsed::Values { .. } => unreachable!(),
+        };
+        let norm = Normalisation {
+            project: "p1",
+            received_at: Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap(),
+            max_clock_skew: Duration::from_secs(60),
+            historical_horizon: Duration::from_secs(30 * 86_400),
+            limits: &limits,
+        };
+        let batch_context = context
+            .and_then(|at| fast::value_at(nodes, at))
+            .map(|nodes| fast::BatchContext::new(nodes, limits.max_property_depth));
+        let mut scratch = fast::Scratch::default();
+        for &at in events {
+            let event = fast::value_at(nodes, at).unwrap();
+            assert!(
+                fast::plan(
+                    event,
+                    Endpoint::Batch,
+                    sent_at,
+                    batch_context.as_ref(),
+                    &norm,
+                    &mut scratch
+                )
+                .is_some(),
+                "declined: {event:?}"
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ mod body;
 mod config;
 mod decode;
 mod error;
+mod fast;
 pub mod instruments;
 mod limiter;
 mod publisher;
@@ -17,6 +18,9 @@ mod routes;
 mod server;
 
 pub use config::{Coalescing, Config, Limits, RateLimit};
-pub use decode::{body_write_key, decode_batch, Decoded, Endpoint, Envelope, Normalisation, RejectedEvent, Rejection};
+pub use decode::{
+    body_write_key, decode_batch, Decoded, Encoded, EncodedEvents, Endpoint, Envelope, Normalisation, RejectedEvent,
+    Rejection,
+};
 pub use error::IngestError;
 pub use server::App;

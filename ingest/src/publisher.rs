@@ -36,7 +36,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use common::{project::ProjectId, stream::Subjects};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{config::Coalescing, error::IngestError};
+use crate::{config::Coalescing, decode::EncodedEvents, error::IngestError};
 
 /// Room left in each message for the headers and framing the server counts against its limit.
 const PAYLOAD_HEADROOM: usize = 4 * 1024;
@@ -56,7 +56,7 @@ pub struct Publisher {
 /// One request's events, waiting to be published.
 struct Job {
     project: ProjectId,
-    events: Vec<Vec<u8>>,
+    events: EncodedEvents,
     waiter: Arc<Waiter>,
 }
 
@@ -131,7 +131,7 @@ impl Publisher {
 
     /// Queues `events` (JSON encodings) of `project` and waits until JetStream has acknowledged all
     /// of them, or fails with a retryable error (queue full, publish failed, timeout).
-    pub async fn publish(&self, project: &ProjectId, events: Vec<Vec<u8>>) -> Result<(), IngestError> {
+    pub async fn publish(&self, project: &ProjectId, events: EncodedEvents) -> Result<(), IngestError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -183,7 +183,7 @@ impl Batcher {
                 },
             };
             let mut events = first.events.len();
-            let mut bytes: usize = first.events.iter().map(Vec::len).sum();
+            let mut bytes: usize = first.events.total_bytes();
             let mut jobs = vec![first];
             let deadline = tokio::time::Instant::now() + self.linger;
             while events < self.max_events && bytes < self.max_payload {
@@ -195,7 +195,7 @@ impl Batcher {
                         _ => break,
                     },
                 };
-                let next_bytes: usize = next.events.iter().map(Vec::len).sum();
+                let next_bytes: usize = next.events.total_bytes();
                 if events + next.events.len() > self.max_events || bytes + next_bytes > self.max_payload {
                     // Starts the next round, so messages stay under their caps where possible.
                     carried = Some(next);
@@ -226,7 +226,7 @@ impl Batcher {
         let mut messages: Vec<Message> = Vec::new();
         let mut open: Vec<usize> = Vec::new(); // index in `messages` of each project's open message
         for job in jobs {
-            for event in job.events {
+            for event in job.events.iter() {
                 let slot = open.iter().position(|&i| messages[i].project == job.project);
                 let full = slot.is_some_and(|s| {
                     let m = &messages[open[s]];
@@ -251,7 +251,7 @@ impl Batcher {
                 };
                 let message = &mut messages[index];
                 message.payload.put_u8(if message.events == 0 { b'[' } else { b',' });
-                message.payload.extend_from_slice(&event);
+                message.payload.extend_from_slice(event);
                 message.events += 1;
                 if !message.waiters.last().is_some_and(|w| Arc::ptr_eq(w, &job.waiter)) {
                     job.waiter.remaining.fetch_add(1, Ordering::AcqRel);
@@ -313,10 +313,10 @@ mod tests {
         let (done, _) = oneshot::channel();
         Job {
             project: ProjectId::parse(project).unwrap(),
-            events: events
-                .iter()
-                .map(|e| format!("{{\"id\":\"{e}\"}}").into_bytes())
-                .collect(),
+            events: events.iter().fold(EncodedEvents::default(), |mut encoded, e| {
+                encoded.push(format!("{{\"id\":\"{e}\"}}").as_bytes());
+                encoded
+            }),
             waiter: Arc::new(Waiter {
                 remaining: AtomicUsize::new(0),
                 done: Mutex::new(Some(done)),

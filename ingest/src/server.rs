@@ -29,7 +29,7 @@ use crate::{
     auth::{key_from_headers, key_from_query, WriteKeys},
     body::{check_json_body, decoding_permits, Encoding, DEFLATE_MAX_RATIO},
     config::Config,
-    decode::{body_write_key, decode_batch, Endpoint, Normalisation},
+    decode::{body_write_key, decode_batch, Endpoint, Normalisation, RejectedEvent},
     error::IngestError,
     limiter::RateLimiter,
     publisher::Publisher,
@@ -261,16 +261,14 @@ impl App {
         };
         let envelope = decode_batch(&mut body, endpoint, &config.limits)?;
         metrics::counter!("ingest_events_received_total").increment(envelope.len() as u64);
-        let mut decoded = envelope.validate(&Normalisation {
+        let decoded = envelope.encode(&Normalisation {
             project: &sender.project,
             received_at,
             max_clock_skew: config.max_clock_skew,
             historical_horizon: config.historical_horizon,
             limits: &config.limits,
         });
-        for rejection in &decoded.rejected {
-            metrics::counter!("ingest_events_rejected_total", "reason" => rejection.reason.code()).increment(1);
-        }
+        count_rejections(&decoded.rejected);
         if decoded.duplicates > 0 {
             metrics::counter!("ingest_events_duplicate_total").increment(decoded.duplicates as u64);
         }
@@ -283,12 +281,8 @@ impl App {
                 .in_flight
                 .try_acquire_many(permits)
                 .map_err(|_| IngestError::Overloaded)?;
-            let events = std::mem::take(&mut decoded.accepted)
-                .into_iter()
-                .map(|(_, json)| json)
-                .collect();
             tokio::select! {
-                published = self.inner.publisher.publish(&sender.project, events) => published?,
+                published = self.inner.publisher.publish(&sender.project, decoded.accepted) => published?,
                 () = self.inner.give_up.cancelled() => {
                     return Err(IngestError::Unavailable("ingest is shutting down before the events were confirmed".into()));
                 }
@@ -301,6 +295,21 @@ impl App {
             "duplicates": decoded.duplicates,
             "rejected": decoded.rejected,
         }))
+    }
+}
+
+/// Counts rejected events by reason: one metrics call per reason in the request, not per event.
+fn count_rejections(rejected: &[RejectedEvent]) {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for rejection in rejected {
+        let code = rejection.reason.code();
+        match counts.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((code, 1)),
+        }
+    }
+    for (code, n) in counts {
+        metrics::counter!("ingest_events_rejected_total", "reason" => code).increment(n);
     }
 }
 
