@@ -228,9 +228,7 @@ fn decode<'a>(
     };
     // The errors of a body that is no JSON are the same either way: the serde path below
     // first builds this very tape.
-    let nodes = simd_json::to_tape(body)
-        .map_err(|e| IngestError::BadRequest(format!("{what}: {e}")))?
-        .0;
+    let nodes = parse_tape(body).map_err(|e| IngestError::BadRequest(format!("{what}: {e}")))?;
     // serde_json reads an object whose first key is its raw-value marker as another value, and
     // a depth limit of 0 refuses even empty maps: both are left to the reference path.
     let usual = fast && limits.max_property_depth > 0 && !nodes.iter().any(fast::is_raw_value_token);
@@ -318,6 +316,26 @@ fn decode<'a>(
             })
         }
     }
+}
+
+thread_local! {
+    /// simd-json's working buffers (a copy of the input, the structural indexes, strings),
+    /// kept by each thread from one body to the next rather than allocated for each.
+    static BUFFERS: std::cell::RefCell<simd_json::Buffers> = std::cell::RefCell::new(simd_json::Buffers::default());
+}
+
+/// Bodies up to this size leave their buffers to the next; a larger one's are not kept.
+const KEPT_BUFFERS_BYTES: usize = 1024 * 1024;
+
+/// `simd_json::to_tape`, with the thread's buffers.
+fn parse_tape(body: &mut [u8]) -> simd_json::Result<Vec<Node<'_>>> {
+    let len = body.len();
+    BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
+        Ok(mut buffers) if len <= KEPT_BUFFERS_BYTES => {
+            simd_json::to_tape_with_buffers(body, &mut buffers).map(|t| t.0)
+        }
+        _ => simd_json::to_tape(body).map(|t| t.0),
+    })
 }
 
 fn too_many_events(events: usize, limits: &Limits) -> IngestError {

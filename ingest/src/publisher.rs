@@ -225,9 +225,12 @@ impl Batcher {
     fn pack(&self, jobs: Vec<Job>) -> Vec<Message> {
         let mut messages: Vec<Message> = Vec::new();
         let mut open: Vec<usize> = Vec::new(); // index in `messages` of each project's open message
+                                               // Bytes still to pack (with the separators): a new message is sized for them at once,
+                                               // rather than grown (and copied) event by event.
+        let mut left: usize = jobs.iter().map(|job| job.events.total_bytes() + 2).sum();
         for job in jobs {
+            let mut slot = open.iter().position(|&i| messages[i].project == job.project);
             for event in job.events.iter() {
-                let slot = open.iter().position(|&i| messages[i].project == job.project);
                 let full = slot.is_some_and(|s| {
                     let m = &messages[open[s]];
                     m.events >= self.max_events || m.payload.len() + event.len() + 2 > self.max_payload
@@ -237,18 +240,24 @@ impl Batcher {
                     _ => {
                         messages.push(Message {
                             project: job.project.clone(),
-                            payload: BytesMut::with_capacity(event.len() + 2),
+                            payload: BytesMut::with_capacity(
+                                left.clamp(event.len() + 2, self.max_payload.max(event.len() + 2)),
+                            ),
                             events: 0,
                             waiters: Vec::new(),
                         });
                         let index = messages.len() - 1;
                         match slot {
                             Some(s) => open[s] = index,
-                            None => open.push(index),
+                            None => {
+                                open.push(index);
+                                slot = Some(open.len() - 1);
+                            }
                         }
                         index
                     }
                 };
+                left = left.saturating_sub(event.len() + 1);
                 let message = &mut messages[index];
                 message.payload.put_u8(if message.events == 0 { b'[' } else { b',' });
                 message.payload.extend_from_slice(event);
