@@ -7,10 +7,12 @@
 //! 1. A request hands its encoded events and a oneshot to a bounded queue ([`Publisher::publish`])
 //!    and waits on the oneshot for at most the publish timeout (then 503). A full queue is 503 at
 //!    once: the memory held by waiting requests is bounded.
-//! 2. One batcher task takes the first queued request, then everything else already queued, and, for
-//!    at most the linger (1 ms by default) when the queue runs dry, what arrives next; until a
-//!    message would exceed its event count or the server's payload limit. Under load the queue is
-//!    never dry, so messages fill without waiting; at low load a request waits at most the linger.
+//! 2. One batcher task takes the first queued request, then everything else already queued, and,
+//!    when the queue runs dry while messages are waiting for their acknowledgement, what arrives
+//!    next until one of them is settled, for at most the linger (1 ms by default); until a message
+//!    would exceed its event count or the server's payload limit. Under load the queue is never
+//!    dry, so messages fill without waiting; many small requests fill them while the previous
+//!    ones are acknowledged (group commit); with nothing outstanding a request does not wait.
 //! 3. The events are grouped by project (a message goes to its project's subject) and packed, in
 //!    order, into JSON arrays; a request may span several messages and a message several requests.
 //! 4. Each message is published by a task of its own with a fresh `Nats-Msg-Id` (a UUIDv7). When the
@@ -34,7 +36,7 @@ use std::{
 use async_nats::jetstream;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use common::{project::ProjectId, stream::Subjects};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::{config::Coalescing, decode::EncodedEvents, error::IngestError};
 
@@ -103,6 +105,9 @@ struct Batcher {
     timeout: Duration,
     /// One permit per message published and not yet acknowledged.
     unacked: Arc<Semaphore>,
+    max_unacked: usize,
+    /// Told each time a message is settled (acknowledged or failed).
+    settled: Arc<Notify>,
 }
 
 impl Publisher {
@@ -124,6 +129,8 @@ impl Publisher {
             linger: settings.linger,
             timeout,
             unacked: Arc::new(Semaphore::new(settings.max_unacked.max(1))),
+            max_unacked: settings.max_unacked.max(1),
+            settled: Arc::new(Notify::new()),
         };
         tokio::spawn(batcher.run(receiver));
         Self { queue, timeout }
@@ -190,9 +197,18 @@ impl Batcher {
                 let next = match queue.try_recv() {
                     Ok(job) => job,
                     Err(_) if self.linger.is_zero() => break,
-                    Err(_) => match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(job)) => job,
-                        _ => break,
+                    // Nothing is waiting for an acknowledgement: the server is idle, waiting
+                    // would only add the linger to every request's latency.
+                    Err(_) if self.unacked.available_permits() == self.max_unacked => break,
+                    // Otherwise what arrives until a message is settled (or the linger is over)
+                    // rides along: under load, messages fill while the previous ones are acked.
+                    Err(_) => tokio::select! {
+                        next = queue.recv() => match next {
+                            Some(job) => job,
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(deadline) => break,
+                        () = self.settled.notified() => continue,
                     },
                 };
                 let next_bytes: usize = next.events.total_bytes();
@@ -212,9 +228,11 @@ impl Batcher {
                 let js = self.js.clone();
                 let subject = self.subjects.events(&message.project);
                 let deadline = Instant::now() + self.timeout;
+                let settled = self.settled.clone();
                 tokio::spawn(async move {
                     send(js, subject, message, deadline).await;
                     drop(permit);
+                    settled.notify_one();
                 });
             }
         }
@@ -348,6 +366,8 @@ mod tests {
             linger: Duration::ZERO,
             timeout: Duration::from_secs(1),
             unacked: Arc::new(Semaphore::new(1)),
+            max_unacked: 1,
+            settled: Arc::new(Notify::new()),
         }
     }
 
