@@ -150,11 +150,14 @@ pub(crate) fn value_ok(value: Nodes<'_, '_>, depth: usize, max_depth: usize) -> 
 }
 
 fn has_control(text: &str) -> bool {
-    if text.is_ascii() {
-        text.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        text.chars().any(char::is_control)
+    // Printable ASCII (most ids) in one pass over the bytes; anything else by the definition.
+    if text
+        .bytes()
+        .fold(true, |printable, b| printable & (0x20..0x7f).contains(&b))
+    {
+        return false;
     }
+    text.chars().any(char::is_control)
 }
 
 /// `decode::identifier` when it succeeds; `Err` when it would reject (or for what the reference
@@ -529,12 +532,19 @@ pub(crate) fn write(out: &mut Vec<u8>, plan: &Plan<'_>, scratch: &Scratch<'_, '_
         }
     }
     out.extend_from_slice(b",\"ts\":");
+    let ts_at = out.len();
     time_json(out, &plan.ts);
+    let ts_bytes = ts_at..out.len();
     out.extend_from_slice(b",\"day\":");
     date_json(out, plan.ts.date_naive());
     if let Some(timestamp) = &plan.timestamp {
         out.extend_from_slice(b",\"timestamp\":");
-        time_json(out, timestamp);
+        // Usually the event time itself (no skew to correct): its bytes again.
+        if *timestamp == plan.ts {
+            out.extend_from_within(ts_bytes);
+        } else {
+            time_json(out, timestamp);
+        }
     }
     if let Some(sent_at) = &plan.sent_at {
         out.extend_from_slice(b",\"sent_at\":");
@@ -568,7 +578,11 @@ pub(crate) fn write(out: &mut Vec<u8>, plan: &Plan<'_>, scratch: &Scratch<'_, '_
 
 /// A JSON string as serde_json writes it.
 pub(crate) fn string_json(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // No early exit: the compiler vectorises the whole-string test.
+    let plain = text
+        .bytes()
+        .fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
