@@ -689,12 +689,17 @@ impl Generator {
         }
         let user = |i: usize| format!("u{i:03}");
         for i in 0..LEARNERS {
-            let Some((first, last)) = span.get(&user(i)).copied() else { continue };
+            let Some((first, last)) = span.get(&user(i)).copied() else {
+                continue;
+            };
             if i % 17 == 5 && last - first > TimeDelta::days(2) {
                 // A new id from halfway on: anon → user → renamed user is one person.
                 let renamed = format!("{}-r", user(i));
                 let at = first + (last - first) / 2;
-                let who = Who { user_id: Some(renamed.clone()), anonymous_id: None };
+                let who = Who {
+                    user_id: Some(renamed.clone()),
+                    anonymous_id: None,
+                };
                 if let Some(at) = self.push(&who, "alias", "alias", at, json!({})) {
                     self.events.last_mut().unwrap().previous_id = Some(user(i));
                     for e in &mut self.events {
@@ -706,19 +711,28 @@ impl Generator {
             }
             if i % 31 == 2 && i + 1 < LEARNERS {
                 let kiosk = format!("kiosk-{i:03}");
-                let visitor = Who { user_id: None, anonymous_id: Some(kiosk.clone()) };
+                let visitor = Who {
+                    user_id: None,
+                    anonymous_id: Some(kiosk.clone()),
+                };
                 let at = first - TimeDelta::seconds(rng.i64(600..7_200));
                 self.push(&visitor, "page", "page_view", at, json!({ "path": "/" }));
                 for j in [i, i + 1] {
                     if let Some((first, _)) = span.get(&user(j)).copied() {
-                        let who = Who { user_id: Some(user(j)), anonymous_id: Some(kiosk.clone()) };
+                        let who = Who {
+                            user_id: Some(user(j)),
+                            anonymous_id: Some(kiosk.clone()),
+                        };
                         self.push(&who, "identify", "identify", first - TimeDelta::seconds(20), json!({}));
                     }
                 }
             }
             if i % 29 == 11 && i + 1 < LEARNERS {
                 if let Some((_, other_last)) = span.get(&user(i + 1)).copied() {
-                    let who = Who { user_id: Some(user(i + 1)), anonymous_id: None };
+                    let who = Who {
+                        user_id: Some(user(i + 1)),
+                        anonymous_id: None,
+                    };
                     let at = last.max(other_last) - TimeDelta::seconds(rng.i64(60..3_600));
                     if self.push(&who, "alias", "alias", at, json!({})).is_some() {
                         self.events.last_mut().unwrap().previous_id = Some(user(i));
@@ -726,7 +740,10 @@ impl Generator {
                 }
             }
             if i % 37 == 4 {
-                let who = Who { user_id: Some(user(i)), anonymous_id: Some("undefined".into()) };
+                let who = Who {
+                    user_id: Some(user(i)),
+                    anonymous_id: Some("undefined".into()),
+                };
                 self.push(&who, "identify", "identify", first + TimeDelta::seconds(5), json!({}));
             }
         }
@@ -954,9 +971,9 @@ fn persons(events: &[Ev]) -> (HashMap<String, String>, BTreeSet<String>) {
             continue;
         }
         let before = |p: &str| {
-            identified.iter().any(|(id, first)| {
-                of(&person, id) == p && *first < (e.ts, e.message_id.as_str())
-            })
+            identified
+                .iter()
+                .any(|(id, first)| of(&person, id) == p && *first < (e.ts, e.message_id.as_str()))
         };
         let no = match e.kind {
             "identify" => before(&p_from),
@@ -1469,17 +1486,27 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
             .iter()
             .filter(|e| matches!(e.kind, "identify" | "alias"))
             .filter(|e| {
-                let from = if e.kind == "alias" { &e.previous_id } else { &e.anonymous_id };
+                let from = if e.kind == "alias" {
+                    &e.previous_id
+                } else {
+                    &e.anonymous_id
+                };
                 from.is_some()
                     && from != &e.user_id
-                    && [from, &e.user_id].iter().any(|id| id.as_ref().is_some_and(|id| ids.contains(id)))
+                    && [from, &e.user_id]
+                        .iter()
+                        .any(|id| id.as_ref().is_some_and(|id| ids.contains(id)))
             })
             .collect();
         links.sort_by(|a, b| (a.ts, &a.message_id).cmp(&(b.ts, &b.message_id)));
         let links: Vec<Value> = links
             .into_iter()
             .map(|e| {
-                let from = if e.kind == "alias" { &e.previous_id } else { &e.anonymous_id };
+                let from = if e.kind == "alias" {
+                    &e.previous_id
+                } else {
+                    &e.anonymous_id
+                };
                 let reason = match from.as_deref() {
                     _ if !refused.contains(&e.message_id) => Value::Null,
                     Some(id) if PLACEHOLDERS.contains(&id) => json!("invalid_id"),
@@ -1492,7 +1519,11 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
             })
             .collect();
         let path = format!("/v1/identities/{probe}");
-        check.check(&path, &json!({"id": probe, "ids": ids, "links": links}), &api.ok(&path).await);
+        check.check(
+            &path,
+            &json!({"id": probe, "ids": ids, "links": links}),
+            &api.ok(&path).await,
+        );
     }
     assert_eq!(api.get("/v1/identities/nobody-at-all").await.0, StatusCode::NOT_FOUND);
     let truth = Truth::new(&events, &people, today);
@@ -1787,9 +1818,17 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
     for (from, to, limit) in [(0, DATA_DAYS - 1, 100), (5, 12, 5)] {
         let (from, to) = (day(from), day(to));
         let path = format!("/v1/metrics/events/top?from={from}&to={to}&limit={limit}&{group}");
-        check.check(&path, &in_group.top_events(from, to, limit), &api.ok(&path).await["items"]);
+        check.check(
+            &path,
+            &in_group.top_events(from, to, limit),
+            &api.ok(&path).await["items"],
+        );
         let path = format!("/v1/metrics/pages/top?from={from}&to={to}&limit={limit}&{group}");
-        check.check(&path, &in_group.top_pages(from, to, limit), &api.ok(&path).await["items"]);
+        check.check(
+            &path,
+            &in_group.top_pages(from, to, limit),
+            &api.ok(&path).await["items"],
+        );
     }
     for (course, from, to) in [("c1", -2, DATA_DAYS + 1), ("c2", 5, 12), ("7", 0, DATA_DAYS - 1)] {
         let (from, to) = (day(from), day(to));
@@ -1869,13 +1908,24 @@ async fn every_answer_is_exactly_the_brute_force_over_the_events() {
     );
     let refused_calls: Vec<&Ev> = events.iter().filter(|e| refused.contains(&e.message_id)).collect();
     let kiosk = |e: &&Ev| e.anonymous_id.as_deref().is_some_and(|a| a.starts_with("kiosk-"));
-    assert!(refused_calls.iter().any(kiosk), "a second sign-in on a shared device is refused");
-    assert!(refused_calls.iter().any(|e| e.kind == "alias"), "an alias of two learners is refused");
     assert!(
-        refused_calls.iter().any(|e| e.anonymous_id.as_deref() == Some("undefined")),
+        refused_calls.iter().any(kiosk),
+        "a second sign-in on a shared device is refused"
+    );
+    assert!(
+        refused_calls.iter().any(|e| e.kind == "alias"),
+        "an alias of two learners is refused"
+    );
+    assert!(
+        refused_calls
+            .iter()
+            .any(|e| e.anonymous_id.as_deref() == Some("undefined")),
         "a placeholder links nothing"
     );
-    assert!(people.keys().any(|id| id.ends_with("-r")), "a renamed learner is one person");
+    assert!(
+        people.keys().any(|id| id.ends_with("-r")),
+        "a renamed learner is one person"
+    );
     let retained = truth.retention(day(0), day(DATA_DAYS - 1), None);
     assert!(
         retained["cohorts"]

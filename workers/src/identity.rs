@@ -123,7 +123,10 @@ pub fn replay(
     }
     let mut outcomes = BTreeMap::new();
     for link in order {
-        let (from, to) = (find(&mut parent, index[link.from.as_str()]), find(&mut parent, index[link.to.as_str()]));
+        let (from, to) = (
+            find(&mut parent, index[link.from.as_str()]),
+            find(&mut parent, index[link.to.as_str()]),
+        );
         let at = (link.ts, link.message_id.as_str());
         let before = |root: usize| since[root].is_some_and(|first| first < at);
         let refused = from != to
@@ -227,8 +230,15 @@ pub async fn update(tx: &mut Transaction<'_, Postgres>, delta: &Delta, known: Op
         }
     }
     if !delta.links.is_empty() {
-        let (mut p, mut id, mut at, mut kind, mut from, mut to, mut refused) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut p, mut id, mut at, mut kind, mut from, mut to, mut refused) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for ((project, message), link) in &delta.links {
             let invalid = invalid_id(&link.from) || invalid_id(&link.to);
             p.push(project.as_str());
@@ -379,14 +389,15 @@ pub async fn replay_components(
     .into_iter()
     .map(|(k, at, m)| (k, (at, m)))
     .collect();
-    let ords: HashMap<String, i32> =
-        sqlx::query_as::<_, (String, i32)>("select user_key, ord from user_ordinals where project = $1 and user_key = any($2)")
-            .bind(project)
-            .bind(&keys)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
+    let ords: HashMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
+        "select user_key, ord from user_ordinals where project = $1 and user_key = any($2)",
+    )
+    .bind(project)
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
     let outcome = replay(&graph, &identified, &ords);
 
     let mut refusals: (Vec<&str>, Vec<Option<&str>>) = (Vec::new(), Vec::new());
@@ -413,19 +424,22 @@ pub async fn replay_components(
     }
 
     let all_ords: Vec<i32> = ords.values().copied().collect();
-    let stored: BTreeMap<i32, i32> = sqlx::query_as::<_, (i32, i32)>(
-        "select ord, person_ord from persons where project = $1 and ord = any($2)",
-    )
-    .bind(project)
-    .bind(&all_ords)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
+    let stored: BTreeMap<i32, i32> =
+        sqlx::query_as::<_, (i32, i32)>("select ord, person_ord from persons where project = $1 and ord = any($2)")
+            .bind(project)
+            .bind(&all_ords)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
     if stored == outcome.persons {
         return Ok(false);
     }
-    let gone: Vec<i32> = stored.keys().filter(|o| !outcome.persons.contains_key(o)).copied().collect();
+    let gone: Vec<i32> = stored
+        .keys()
+        .filter(|o| !outcome.persons.contains_key(o))
+        .copied()
+        .collect();
     let (mut set_ord, mut set_person) = (Vec::new(), Vec::new());
     for (ord, person) in &outcome.persons {
         if stored.get(ord) != Some(person) {
@@ -503,11 +517,16 @@ mod tests {
     }
 
     fn ords(keys: &[&str]) -> HashMap<String, i32> {
-        keys.iter().enumerate().map(|(i, k)| ((*k).to_owned(), i as i32)).collect()
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| ((*k).to_owned(), i as i32))
+            .collect()
     }
 
     fn identified(ids: &[(&str, u32)]) -> HashMap<String, (DateTime<Utc>, String)> {
-        ids.iter().map(|(k, m)| ((*k).to_owned(), (at(*m), format!("{k}-first")))).collect()
+        ids.iter()
+            .map(|(k, m)| ((*k).to_owned(), (at(*m), format!("{k}-first"))))
+            .collect()
     }
 
     #[test]

@@ -207,8 +207,11 @@ async fn expected_identities(
         let row = (link.ts, link.kind.code(), link.from.clone(), link.to.clone(), refused);
         links.insert(message_id.clone(), row);
     }
-    let identified: HashMap<String, (DateTime<Utc>, String)> =
-        delta.identified.iter().map(|((_, u), first)| (u.clone(), first.clone())).collect();
+    let identified: HashMap<String, (DateTime<Utc>, String)> = delta
+        .identified
+        .iter()
+        .map(|((_, u), first)| (u.clone(), first.clone()))
+        .collect();
     let replay = identity::replay(&graph, &identified, ords);
     for (message_id, refused) in replay.outcomes {
         if let Some(row) = links.get_mut(&message_id) {
@@ -237,17 +240,19 @@ async fn compare_identities(
     compare(
         differences,
         "identified_users",
-        delta.identified.iter().map(|((_, u), first)| (u.clone(), first.clone())),
+        delta
+            .identified
+            .iter()
+            .map(|((_, u), first)| (u.clone(), first.clone())),
         rows.into_iter().map(|(u, at, m)| (u, (at, m))),
     );
     let (links, persons) = expected_identities(pool, p, delta, ords).await?;
-    let rows: Vec<identity::LinkRecord> = sqlx::query_as(
-        "select message_id, ts, kind, from_key, to_key, refused from identity_links where project = $1",
-    )
-    .bind(p)
-    .fetch_all(pool)
-    .await
-    .context("cannot read identity_links")?;
+    let rows: Vec<identity::LinkRecord> =
+        sqlx::query_as("select message_id, ts, kind, from_key, to_key, refused from identity_links where project = $1")
+            .bind(p)
+            .fetch_all(pool)
+            .await
+            .context("cannot read identity_links")?;
     compare(
         differences,
         "identity_links",
@@ -270,7 +275,9 @@ async fn fix_identities(
     project: &str,
     delta: &Delta,
 ) -> anyhow::Result<u64> {
-    let ords = ordinals::all(pool, project).await.context("cannot read user_ordinals")?;
+    let ords = ordinals::all(pool, project)
+        .await
+        .context("cannot read user_ordinals")?;
     let (links, persons) = expected_identities(pool, project, delta, &ords).await?;
     for table in ["identity_links", "identified_users", "persons"] {
         sqlx::query(&format!("delete from {table} where project = $1"))
@@ -328,7 +335,9 @@ async fn fix_identities(
         .execute(&mut **tx)
         .await
         .context("cannot write persons")?;
-    identity::bump(tx, project).await.context("cannot bump the persons' version")?;
+    identity::bump(tx, project)
+        .await
+        .context("cannot bump the persons' version")?;
     Ok((links.len() + delta.identified.len() + persons.len()) as u64)
 }
 

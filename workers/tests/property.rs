@@ -1416,7 +1416,10 @@ async fn every_event_is_counted_exactly_once_whatever_carries_it_and_whatever_fa
     .await
     .unwrap();
     eprintln!("  identities: {linked} ids in persons of several, {refused} links refused");
-    assert!(linked > 0 && refused > 0, "the workload links ids and has links to refuse");
+    assert!(
+        linked > 0 && refused > 0,
+        "the workload links ids and has links to refuse"
+    );
 
     // And reconcile, which recomputes everything from MongoDB, agrees.
     eprintln!("mongo checked after {:.1}s", started.elapsed().as_secs_f64());

@@ -154,7 +154,13 @@ pub async fn load(
     let members: Option<Vec<i32>> = match group {
         Some(group) => {
             let members = activity::group_members(pool, project, persons, group).await?;
-            Some(persons.expand(&members).iter().filter_map(|o| i32::try_from(o).ok()).collect())
+            Some(
+                persons
+                    .expand(&members)
+                    .iter()
+                    .filter_map(|o| i32::try_from(o).ok())
+                    .collect(),
+            )
         }
         None => None,
     };

@@ -176,7 +176,11 @@ pub async fn top(
         // counted events (`event_chunks`), by the workers' definitions (a page view's `page` is
         // a string property; the ledger keeps strings of at most 1,024 bytes).
         let members = activity::group_members(pool, project, persons, group).await?;
-        let ids: Vec<i32> = persons.expand(&members).iter().filter_map(|o| i32::try_from(o).ok()).collect();
+        let ids: Vec<i32> = persons
+            .expand(&members)
+            .iter()
+            .filter_map(|o| i32::try_from(o).ok())
+            .collect();
         let (what, only) = match top {
             Top::Events => ("c.event", ""),
             Top::Pages => (

@@ -45,7 +45,15 @@ pub async fn analytics(
     let key = format!("analytics:{course}:{}:{}", range.key(), group.key());
     cached(&app, &principal, &headers, key, async {
         let persons = app.persons(&principal.project).await?;
-        let a = courses::analytics(&app.pool, &principal.project, &persons, &course, range.days(), group.get()).await?;
+        let a = courses::analytics(
+            &app.pool,
+            &principal.project,
+            &persons,
+            &course,
+            range.days(),
+            group.get(),
+        )
+        .await?;
         Ok(serde_json::json!({
             "project": principal.project, "course_id": course, "group": group.get(), "title": a.title,
             "total_lessons": a.total_lessons, "instructor_id": a.instructor_id,
@@ -68,8 +76,15 @@ pub async fn learners(
     let key = format!("learners:{course}:{}:{}", page.key(), group.key());
     cached(&app, &principal, &headers, key, async {
         let persons = app.persons(&principal.project).await?;
-        let (items, total) =
-            courses::learners(&app.pool, &principal.project, &persons, &course, group.get(), page.window()).await?;
+        let (items, total) = courses::learners(
+            &app.pool,
+            &principal.project,
+            &persons,
+            &course,
+            group.get(),
+            page.window(),
+        )
+        .await?;
         let mut body = page.envelope(json(items)?, total);
         body["course_id"] = course.as_str().into();
         body["group"] = group.get().into();
