@@ -62,6 +62,11 @@ pub fn describe() {
         "`student_learning_paths` documents rewritten by the flusher."
     );
     describe_counter!(
+        "workers_identity_links_refused_total",
+        Unit::Count,
+        "identify and alias links refused (identified, invalid_id, too_many_ids), by reason; a replay that refuses a link again counts it again."
+    );
+    describe_counter!(
         "workers_raw_events_pruned_total",
         Unit::Count,
         "Raw events deleted from MongoDB past WORKERS_RAW_EVENT_RETENTION."
