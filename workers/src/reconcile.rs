@@ -44,7 +44,7 @@ use crate::{
     rollup::{
         self,
         delta::{Badge, CatalogEntry, CourseDay, Enrollment, GroupTraits, Lesson, Quiz, UserTotals},
-        Delta,
+        learning, Delta,
     },
     store::EventStore,
 };
@@ -134,6 +134,7 @@ async fn expected(store: &EventStore, range: &Range) -> anyhow::Result<Expected>
         // other per-learner rollups.
         groups: Delta::from_events(all.iter().filter(|e| e.kind == EventType::Group)).groups,
         memberships: learners.memberships,
+        learning: learners.learning,
         // Links and identifications from every event of the project: a person spans days.
         ..Delta::identities(&all)
     };
@@ -163,7 +164,35 @@ pub async fn reconcile(pool: &PgPool, store: &EventStore, range: &Range) -> anyh
     compare_ledger(pool, range, &expected, &ords, &mut differences).await?;
     compare_learning_paths(pool, store, range, &expected, &mut differences).await?;
     compare_identities(pool, range, &expected, &ords, &mut differences).await?;
+    compare_learning(pool, range, &expected, &mut differences).await?;
     Ok(differences)
+}
+
+/// The instructor metrics' tables of the range's learners (over their whole history, like the
+/// other per-learner rollups).
+async fn compare_learning(
+    pool: &PgPool,
+    range: &Range,
+    expected: &Expected,
+    differences: &mut Vec<Difference>,
+) -> anyhow::Result<()> {
+    let found = learning::load(pool, &range.project, &expected.users)
+        .await
+        .context("cannot read the instructor metrics' tables")?;
+    let want = &expected.delta.learning;
+    compare(
+        differences,
+        "enrollment_states",
+        want.enrolment.clone(),
+        found.enrolment,
+    );
+    compare(differences, "item_reach", want.reach.clone(), found.reach);
+    compare(differences, "attempts", want.attempts.clone(), found.attempts);
+    compare(differences, "grades", want.grades.clone(), found.grades);
+    compare(differences, "video_events", want.videos.clone(), found.videos);
+    compare(differences, "learner_sessions", want.sessions.clone(), found.sessions);
+    compare(differences, "time_on_task_daily", want.time.clone(), found.time);
+    Ok(())
 }
 
 /// A link as `identity_links` keeps it: (time, kind, from, to, refusal).
@@ -649,10 +678,12 @@ async fn compare_rows(
         Option<String>,
         Option<DateTime<Utc>>,
         DateTime<Utc>,
+        Option<Vec<String>>,
+        Option<DateTime<Utc>>,
     );
     let rows: Vec<CourseRow> = sqlx::query_as(
         "select course_id, title, title_at, total_lessons, total_lessons_at, instructor_id, instructor_at,
-                updated_at
+                updated_at, items, items_at
          from courses where project = $1",
     )
     .bind(p)
@@ -664,13 +695,14 @@ async fn compare_rows(
         "courses",
         delta.catalog.iter().map(|((_, c), v)| (c.clone(), v.clone())),
         rows.into_iter().map(
-            |(course, title, title_at, total, total_at, instructor, instructor_at, updated_at)| {
+            |(course, title, title_at, total, total_at, instructor, instructor_at, updated_at, items, items_at)| {
                 (
                     course,
                     CatalogEntry {
                         title: title.zip(title_at),
                         total_lessons: total.zip(total_at),
                         instructor_id: instructor.zip(instructor_at),
+                        items: items.zip(items_at),
                         updated_at,
                     },
                 )
@@ -1007,7 +1039,10 @@ pub async fn fix(pool: &PgPool, store: &EventStore, range: &Range) -> anyhow::Re
         "user_badges",
         "user_stats",
         "group_members",
-    ] {
+    ]
+    .into_iter()
+    .chain(learning::TABLES.iter().copied())
+    {
         sqlx::query(&format!(
             "delete from {table} where project = $1 and user_key = any($2)"
         ))

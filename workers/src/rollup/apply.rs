@@ -345,7 +345,8 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
     if !delta.catalog.is_empty() {
         let mut c = columns!(project: &'a str, course: &'a str, title: Option<&'a str>, title_at: Option<DateTime<Utc>>,
             total: Option<i32>, total_at: Option<DateTime<Utc>>, instructor: Option<&'a str>,
-            instructor_at: Option<DateTime<Utc>>, updated: DateTime<Utc>);
+            instructor_at: Option<DateTime<Utc>>, items: Option<String>, items_at: Option<DateTime<Utc>>,
+            updated: DateTime<Utc>);
         for ((project, course), e) in &delta.catalog {
             c.project.push(project);
             c.course.push(course);
@@ -355,6 +356,9 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
             c.total_at.push(e.total_lessons.map(|(_, at)| at));
             c.instructor.push(e.instructor_id.as_ref().map(|(i, _)| i.as_str()));
             c.instructor_at.push(e.instructor_id.as_ref().map(|(_, at)| *at));
+            c.items
+                .push(e.items.as_ref().map(|(items, _)| serde_json::json!(items).to_string()));
+            c.items_at.push(e.items.as_ref().map(|(_, at)| *at));
             c.updated.push(e.updated_at);
         }
         // Each field: the later of the stored and the new (event time, then value, compared as
@@ -372,14 +376,19 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
         };
         let sql = format!(
             "insert into courses (project, course_id, title, title_at, total_lessons, total_lessons_at,
-                                  instructor_id, instructor_at, updated_at)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
-                                  $6::timestamptz[], $7::text[], $8::timestamptz[], $9::timestamptz[])
-             on conflict (project, course_id) do update set {}, {}, {},
+                                  instructor_id, instructor_at, items, items_at, updated_at)
+             select p, c, t, ta, n, na, i, ia,
+                    array(select e from jsonb_array_elements_text(its::jsonb) with ordinality as x(e, o) order by o),
+                    itsa, u
+               from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::timestamptz[],
+                           $7::text[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+                    as r(p, c, t, ta, n, na, i, ia, its, itsa, u)
+             on conflict (project, course_id) do update set {}, {}, {}, {},
                 updated_at = greatest(courses.updated_at, excluded.updated_at)",
             later("title", "title_at", r#" collate "C""#),
             later("total_lessons", "total_lessons_at", ""),
             later("instructor_id", "instructor_at", r#" collate "C""#),
+            later("items", "items_at", r#"::text[] collate "C""#),
         );
         sqlx::query(&sql)
             .bind(&c.project)
@@ -390,6 +399,8 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
             .bind(&c.total_at)
             .bind(&c.instructor)
             .bind(&c.instructor_at)
+            .bind(&c.items)
+            .bind(&c.items_at)
             .bind(&c.updated)
             .execute(&mut **tx)
             .await?;
@@ -443,5 +454,6 @@ pub async fn apply_rows(tx: &mut Transaction<'_, Postgres>, delta: &Delta) -> sq
         .execute(&mut **tx)
         .await?;
     }
+    super::learning::apply(tx, &delta.learning).await?;
     Ok(())
 }

@@ -72,6 +72,8 @@ pub struct CatalogEntry {
     pub title: Option<(String, DateTime<Utc>)>,
     pub total_lessons: Option<(i32, DateTime<Utc>)>,
     pub instructor_id: Option<(String, DateTime<Utc>)>,
+    /// The course's items in order (`items`, at most [`MAX_ITEMS`] ids).
+    pub items: Option<(Vec<String>, DateTime<Utc>)>,
     /// The latest `course_published` event's time.
     pub updated_at: DateTime<Utc>,
 }
@@ -89,6 +91,7 @@ impl CatalogEntry {
         later(&mut self.title, other.title);
         later(&mut self.total_lessons, other.total_lessons);
         later(&mut self.instructor_id, other.instructor_id);
+        later(&mut self.items, other.items);
         self.updated_at = self.updated_at.max(other.updated_at);
     }
 }
@@ -165,6 +168,27 @@ pub struct Delta {
     pub links: BTreeMap<(String, String), Link>,
     /// (project, user) → the earliest (event time, messageId) of an event with that `userId`.
     pub identified: BTreeMap<(String, String), (DateTime<Utc>, String)>,
+    /// The instructor metrics' rollups.
+    pub learning: super::learning::Learning,
+}
+
+/// The most items a course lists.
+pub const MAX_ITEMS: usize = 1_000;
+
+/// `course_published.items`: an array of at most [`MAX_ITEMS`] ids, each kept at its first place;
+/// anything else is no list.
+pub fn catalog_items(value: Option<&Value>) -> Option<Vec<String>> {
+    let Some(Value::Array(values)) = value else { return None };
+    if values.len() > MAX_ITEMS {
+        return None;
+    }
+    let mut items: Vec<String> = Vec::with_capacity(values.len());
+    for item in values.iter().filter_map(common::event::id_value) {
+        if !items.contains(&item) {
+            items.push(item);
+        }
+    }
+    Some(items)
 }
 
 /// A property as an id: strings as they are, integers printed (SDKs of typed languages send them).
@@ -273,6 +297,7 @@ impl Delta {
         totals.last_activity_at = totals.last_activity_at.max(ts);
 
         self.add_identity(event);
+        self.learning.add(event);
 
         if let (EventType::Group, Some(group)) = (event.kind, &event.group_id) {
             let joined = self
@@ -322,6 +347,7 @@ impl Delta {
                     .filter(|n| *n > 0)
                     .map(|n| (n, ts)),
                 instructor_id: id(event, "instructor_id").map(|i| (i, ts)),
+                items: catalog_items(event.property("items")).map(|items| (items, ts)),
                 updated_at: ts,
             };
             match self.catalog.entry((project.clone(), course)) {

@@ -6,6 +6,7 @@
 mod apply;
 pub mod bitmaps;
 pub mod delta;
+pub mod learning;
 
 pub use apply::{apply, apply_known, apply_rows};
 pub use delta::Delta;
