@@ -69,7 +69,67 @@ pub fn document() -> Value {
     put["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
         "type": "object", "properties": {
             "title": {"type": ["string", "null"]}, "total_lessons": {"type": ["integer", "null"], "minimum": 1},
-            "instructor_id": {"type": ["string", "null"]}}}}}});
+            "instructor_id": {"type": ["string", "null"]},
+            "items": {"type": ["array", "null"], "maxItems": 1000, "items": {"type": "string"},
+                      "description": "The course's items in order (drop-off follows it)."}}}}}});
+    let id = || json!([path_param("id")]);
+    let q = |name: &str, schema: Value, description: &str| json!({"name": name, "in": "query", "schema": schema, "description": description});
+    let pass_mark = q(
+        "pass_mark",
+        json!({"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}),
+        "Grades below it fail (when no event said passed or failed).",
+    );
+    let at_risk = with(
+        id(),
+        &[
+            page_params(),
+            json!([
+                q(
+                    "rules",
+                    json!({"type": "string", "default": "inactive,behind,failing,grade"}),
+                    "Comma list of the rules to apply."
+                ),
+                q(
+                    "inactive_days",
+                    json!({"type": "integer", "minimum": 1, "maximum": 3650, "default": 14}),
+                    "Days without an event of the course."
+                ),
+                q(
+                    "behind_points",
+                    json!({"type": "number", "minimum": 0, "maximum": 100, "default": 25}),
+                    "Progress points below the enrollees' median."
+                ),
+                q(
+                    "failed_in_row",
+                    json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 3}),
+                    "Latest quiz attempts all failed."
+                ),
+                pass_mark.clone()
+            ]),
+        ],
+    );
+    let grades = with(
+        id(),
+        &[json!([
+            q(
+                "buckets",
+                json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 10}),
+                "Equal grade buckets over 0-1."
+            ),
+            pass_mark
+        ])],
+    );
+    let learner_time = with(
+        json!([path_param("id")]),
+        &[
+            range_params(),
+            json!([q(
+                "course_id",
+                json!({"type": "string"}),
+                "One course; absent: all the learner's events."
+            )]),
+        ],
+    );
     let mut stream = op(
         "Server-sent `progress` events: the learner's progress now, then on every change",
         json!([path_param("id"), {"name": "key", "in": "query", "schema": {"type": "string"}, "description": "Credential for clients that cannot set headers (EventSource)."}]),
@@ -99,6 +159,14 @@ pub fn document() -> Value {
             "/v1/courses/{id}": {"put": put},
             "/v1/courses/{id}/analytics": {"get": op("Daily course analytics, range totals, popular modules", with(json!([path_param("id")]), &[range_params(), json!([group.clone()])]))},
             "/v1/courses/{id}/learners": {"get": op("The course's learners with their progress", with(json!([path_param("id")]), &[page_params(), json!([group])]))},
+            "/v1/courses/{id}/engagement": {"get": op("Current enrollees (latest enrol or unenrol by event time) and learners active in the last 7 and 30 days", id())},
+            "/v1/courses/{id}/at-risk": {"get": op("Current enrollees flagged by the at-risk rules, each with the rules, values and thresholds", at_risk)},
+            "/v1/courses/{id}/drop-off": {"get": op("Learners reaching each catalog item in order, and the share reaching the next", id())},
+            "/v1/courses/{id}/items/difficulty": {"get": op("Per item: first- and last-attempt correct rates, mean attempts until correct", id())},
+            "/v1/courses/{id}/videos": {"get": op("Per video: viewers, full views (95%), coverage and rewatches of 20 segments", id())},
+            "/v1/courses/{id}/time-on-task": {"get": op("Daily reported durations and sessions (30 minutes of inactivity split them)", with(id(), &[range_params()]))},
+            "/v1/courses/{id}/grades": {"get": op("Grade distribution in buckets and pass rate", grades)},
+            "/v1/users/{id}/time-on-task": {"get": op("A learner's daily reported durations and sessions, over all their events or one course", learner_time)},
             "/v1/groups/{id}": {"get": op("A group's traits (the latest group call carrying any) and its member count; 404 when no group call named it", json!([path_param("id")]))},
             "/v1/identities/{id}": {"get": op("The person an id belongs to (identity stitching): its ids, and every identify or alias link touching them with its outcome (null when applied, else identified, invalid_id or too_many_ids); admins only; 404 for an id no event carried", json!([path_param("id")]))},
             "/v1/users/{id}/stats": {"get": op("Learning stats: courses, time, quizzes, points, badges, streaks", json!([path_param("id")]))},

@@ -508,6 +508,8 @@ pub struct CourseUpdate {
     pub title: Option<String>,
     pub total_lessons: Option<i32>,
     pub instructor_id: Option<String>,
+    /// The course's items in order (ids; at most 1,000, repeats keep their first place).
+    pub items: Option<Vec<String>>,
 }
 
 /// A catalog entry as readers see it (`course_catalog`).
@@ -517,6 +519,7 @@ pub struct CatalogEntry {
     pub title: Option<String>,
     pub total_lessons: Option<i32>,
     pub instructor_id: Option<String>,
+    pub items: Option<Vec<String>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -531,21 +534,22 @@ pub async fn put(
     update: &CourseUpdate,
 ) -> Result<CatalogEntry, ApiError> {
     sqlx::query(
-        "insert into course_overrides as o (project, course_id, title, total_lessons, instructor_id, updated_at)
-         values ($1, $2, $3, $4, $5, now())
+        "insert into course_overrides as o (project, course_id, title, total_lessons, instructor_id, items, updated_at)
+         values ($1, $2, $3, $4, $5, $6, now())
          on conflict (project, course_id) do update set title = excluded.title,
              total_lessons = excluded.total_lessons, instructor_id = excluded.instructor_id,
-             updated_at = greatest(excluded.updated_at, o.updated_at)",
+             items = excluded.items, updated_at = greatest(excluded.updated_at, o.updated_at)",
     )
     .bind(project)
     .bind(course)
     .bind(&update.title)
     .bind(update.total_lessons)
     .bind(&update.instructor_id)
+    .bind(&update.items)
     .execute(pool)
     .await?;
     Ok(sqlx::query_as(
-        "select course_id, title, total_lessons, instructor_id, updated_at from course_catalog
+        "select course_id, title, total_lessons, instructor_id, items, updated_at from course_catalog
           where project = $1 and course_id = $2",
     )
     .bind(project)

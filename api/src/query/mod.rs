@@ -10,6 +10,7 @@ pub mod courses;
 pub mod funnel;
 pub mod groups;
 pub mod identities;
+pub mod instructor;
 pub mod metrics;
 pub mod persons;
 pub mod users;

@@ -93,7 +93,7 @@ pub async fn learners(
     .await
 }
 
-/// `PUT /v1/courses/{id}` with `{title, total_lessons, instructor_id}` (admin tokens): replaces the
+/// `PUT /v1/courses/{id}` with `{title, total_lessons, instructor_id, items}` (admin tokens): replaces the
 /// catalog entry (`crate::query::courses::put`) and forgets the project's cached answers. The
 /// caller's rights are checked after the body is read (see `super::access`).
 pub async fn put(
@@ -115,6 +115,23 @@ pub async fn put(
         return Err(ApiError::Unprocessable(
             "`title` has at most 500 characters and `instructor_id` at most 256".into(),
         ));
+    }
+    let mut update = update;
+    if let Some(items) = update.items.take() {
+        if items.len() > 1_000 {
+            return Err(ApiError::Unprocessable(format!(
+                "`items` has {} ids; at most 1,000 are allowed",
+                items.len()
+            )));
+        }
+        let mut kept: Vec<String> = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            path_id(&format!("items[{i}]"), &item)?;
+            if !kept.contains(&item) {
+                kept.push(item);
+            }
+        }
+        update.items = Some(kept);
     }
     let entry = courses::put(&app.pool, &principal.project, &course, &update).await?;
     app.cache.invalidate(&principal.project);

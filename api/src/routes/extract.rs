@@ -28,11 +28,19 @@ pub struct RangeQuery {
     pub offset: Option<String>,
     /// Only the current members of this group (Segment `group` calls): [`GroupFilter`].
     pub group: Option<String>,
+    /// The instructor metrics' parameters ([`super::instructor`]).
+    pub rules: Option<String>,
+    pub inactive_days: Option<String>,
+    pub behind_points: Option<String>,
+    pub failed_in_row: Option<String>,
+    pub pass_mark: Option<String>,
+    pub buckets: Option<String>,
+    pub course_id: Option<String>,
 }
 
 impl RangeQuery {
     /// The request's query string, or axum's own refusal of it.
-    async fn of(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+    pub async fn of(parts: &mut Parts, app: &App) -> Result<Self, Response> {
         match Query::<Self>::from_request_parts(parts, app).await {
             Ok(Query(query)) => Ok(query),
             Err(rejection) => Err(rejection.into_response()),
@@ -103,6 +111,17 @@ pub fn bounded(name: &str, value: Option<&str>, default: i64, min: i64, max: i64
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::Unprocessable(format!(
             "`{name}` must be an integer from {min} to {max}, not {value:?}"
+        ))),
+    }
+}
+
+/// A number query parameter within `min..=max`, `default` when absent.
+pub fn number(name: &str, value: Option<&str>, default: f64, min: f64, max: f64) -> Result<f64, ApiError> {
+    let Some(value) = value else { return Ok(default) };
+    match value.parse::<f64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::Unprocessable(format!(
+            "`{name}` must be a number from {min} to {max}, not {value:?}"
         ))),
     }
 }

@@ -10,6 +10,7 @@ mod deadline;
 pub mod extract;
 pub mod funnel;
 mod groups;
+mod instructor;
 mod metrics;
 mod public;
 mod users;
@@ -35,12 +36,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/courses/{id}"),
     ("get", "/v1/courses/{id}/analytics"),
     ("get", "/v1/courses/{id}/learners"),
+    ("get", "/v1/courses/{id}/engagement"),
+    ("get", "/v1/courses/{id}/at-risk"),
+    ("get", "/v1/courses/{id}/drop-off"),
+    ("get", "/v1/courses/{id}/items/difficulty"),
+    ("get", "/v1/courses/{id}/videos"),
+    ("get", "/v1/courses/{id}/time-on-task"),
+    ("get", "/v1/courses/{id}/grades"),
     ("get", "/v1/groups/{id}"),
     ("get", "/v1/identities/{id}"),
     ("get", "/v1/users/{id}/stats"),
     ("get", "/v1/users/{id}/progress"),
     ("get", "/v1/users/{id}/progress/stream"),
     ("get", "/v1/users/{id}/learning-paths/{course_id}"),
+    ("get", "/v1/users/{id}/time-on-task"),
 ];
 
 pub fn router(app: App) -> Router {
@@ -56,12 +65,20 @@ pub fn router(app: App) -> Router {
         .route("/v1/courses/{id}", put(courses::put))
         .route("/v1/courses/{id}/analytics", get(courses::analytics))
         .route("/v1/courses/{id}/learners", get(courses::learners))
+        .route("/v1/courses/{id}/engagement", get(instructor::engagement))
+        .route("/v1/courses/{id}/at-risk", get(instructor::at_risk))
+        .route("/v1/courses/{id}/drop-off", get(instructor::drop_off))
+        .route("/v1/courses/{id}/items/difficulty", get(instructor::difficulty))
+        .route("/v1/courses/{id}/videos", get(instructor::videos))
+        .route("/v1/courses/{id}/time-on-task", get(instructor::course_time))
+        .route("/v1/courses/{id}/grades", get(instructor::grades))
         .route("/v1/groups/{id}", get(groups::group))
         .route("/v1/identities/{id}", get(groups::identity))
         .route("/v1/users/{id}/stats", get(users::stats))
         .route("/v1/users/{id}/progress", get(users::progress))
         .route("/v1/users/{id}/progress/stream", get(users::progress_stream))
         .route("/v1/users/{id}/learning-paths/{course_id}", get(users::learning_path))
+        .route("/v1/users/{id}/time-on-task", get(instructor::learner_time))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), deadline::deadline))
         .route_layer(axum::middleware::from_fn(crate::instruments::record))
         .fallback(|| async { ApiError::NotFound })
