@@ -17,13 +17,15 @@ use serde_json::{Map, Value};
 /// docs/contract.md §4, "Limits".
 const MAX_ID_LEN: usize = 256;
 const MAX_PAGE_LEN: usize = 2_048;
-const KEY_PROPERTIES: [&str; 6] = [
+const KEY_PROPERTIES: [&str; 8] = [
     "course_id",
     "module_id",
     "lesson_id",
     "quiz_id",
     "badge_id",
     "instructor_id",
+    "item_id",
+    "video_id",
 ];
 /// How far ahead of the receive time an event time may stay (later ones are clamped to it).
 const MAX_FUTURE: TimeDelta = TimeDelta::hours(23);

@@ -588,6 +588,13 @@ fn tape_value(nodes: &[Node<'_>]) -> Value {
     })
 }
 
+/// Events built by ingest itself (xAPI statements translated to Segment track calls), as if they
+/// were the events of a batch without `sentAt` or `context`: the reference path decides and
+/// words every rejection, so these events follow exactly the rules of the others.
+pub(crate) fn encode_built(events: Vec<Value>, norm: &Normalisation<'_>) -> Encoded {
+    encode_values(None, None, events, Endpoint::Batch, norm)
+}
+
 /// The events of an unusual body, all by the reference path.
 fn encode_values(
     sent_at: Option<Value>,
@@ -625,13 +632,15 @@ pub(crate) const MAX_ID_LEN: usize = 256;
 /// 2,704-byte btree row limit; 2,048 bytes is also the longest URL crawlers and browsers agree on.
 pub const MAX_PAGE_LEN: usize = 2_048;
 /// Properties the workers use as rollup keys: identifiers, bounded and free of control characters.
-pub(crate) const KEY_PROPERTIES: [&str; 6] = [
+pub(crate) const KEY_PROPERTIES: [&str; 8] = [
     "course_id",
     "module_id",
     "lesson_id",
     "quiz_id",
     "badge_id",
     "instructor_id",
+    "item_id",
+    "video_id",
 ];
 /// How far in the future an event time may be before it is clamped to the receive time.
 const MAX_FUTURE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
@@ -1158,6 +1167,36 @@ mod tests {
     }
 
     #[test]
+    fn item_and_video_ids_are_key_properties_with_the_course_ids_limits() {
+        for key in ["item_id", "video_id"] {
+            let body = serde_json::json!({"batch": [
+                {"type": "track", "event": "a", "userId": "u", "messageId": "at", "properties": {key: "i".repeat(MAX_ID_LEN)}},
+                {"type": "track", "event": "a", "userId": "u", "messageId": "over", "properties": {key: "i".repeat(MAX_ID_LEN + 1)}},
+                {"type": "track", "event": "a", "userId": "u", "messageId": "bell", "properties": {key: "i\u{7}"}},
+                {"type": "track", "event": "a", "userId": "u", "messageId": "number", "properties": {key: 7}}
+            ]})
+            .to_string();
+            let decoded = run(&body);
+            let ids: Vec<&str> = decoded.accepted.iter().map(|(e, _)| e.message_id.as_str()).collect();
+            assert_eq!(ids, ["at", "number"], "{key}");
+            let errors: Vec<(&str, &str)> = decoded
+                .rejected
+                .iter()
+                .map(|r| (r.reason.code(), r.reason.message()))
+                .collect();
+            assert_eq!(
+                errors[0],
+                (
+                    "too_long",
+                    format!("`properties.{key}` is longer than 256 bytes").as_str()
+                )
+            );
+            assert_eq!(errors[1].0, "invalid_field", "{errors:?}");
+            assert!(errors[1].1.contains(&format!("`properties.{key}`")), "{errors:?}");
+        }
+    }
+
+    #[test]
     fn integers_beyond_64_signed_bits_are_refused_by_path() {
         let decoded = run(r#"{"batch":[
             {"type":"track","event":"e","userId":"u","messageId":"a","properties":{"n":9223372036854775807,"m":-9223372036854775808,"f":1e300}},
@@ -1320,8 +1359,8 @@ mod fast_path_equivalence {
     fn key() -> impl Strategy<Value = String> {
         prop_oneof![
             4 => prop::sample::select(vec![
-                "a", "b", "course_id", "lesson_id", "module_id", "quiz_id", "badge_id", "instructor_id", "page",
-                "path", "name", "category", "session_id", "traits", "title", "url", "x", "score",
+                "a", "b", "course_id", "lesson_id", "module_id", "quiz_id", "badge_id", "instructor_id", "item_id",
+                "video_id", "page", "path", "name", "category", "session_id", "traits", "title", "url", "x", "score",
             ])
             .prop_map(str::to_owned),
             1 => prop::sample::select(vec![
@@ -1445,7 +1484,9 @@ mod fast_path_equivalence {
     /// Mostly valid: a type, a user, a name, and a few fields of any kind.
     fn usual_event() -> impl Strategy<Value = String> {
         let property = prop_oneof![
-            3 => prop::sample::select(vec!["course_id", "lesson_id", "page", "path", "name", "category", "session_id", "title"])
+            3 => prop::sample::select(vec![
+                "course_id", "lesson_id", "item_id", "video_id", "page", "path", "name", "category", "session_id", "title",
+            ])
                 .prop_map(quoted),
             1 => key(),
         ];

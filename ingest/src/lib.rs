@@ -2,7 +2,8 @@
 //! validates and normalises every event on its own (one bad event never fails the others), publishes
 //! the accepted ones to JetStream (coalescing concurrent requests into few messages) and answers 2xx
 //! only once JetStream has acknowledged all of them. Write keys come from PostgreSQL (through a
-//! cache) or, for bootstrapping, from the configuration.
+//! cache) or, for bootstrapping, from the configuration. xAPI statements (`POST`/`PUT
+//! /xAPI/statements`) become the same learning events, all or nothing per request (`xapi`).
 
 mod auth;
 mod body;
@@ -16,6 +17,7 @@ mod publisher;
 mod response;
 mod routes;
 mod server;
+mod xapi;
 
 pub use config::{Coalescing, Config, Limits, RateLimit};
 pub use decode::{

@@ -22,14 +22,15 @@ pub fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-/// The answer to a CORS preflight: any origin (echoed by [`cors`]), POST, the headers asked for,
-/// cached by the browser for 24 h.
-pub fn preflight_response() -> Response<Full<Bytes>> {
+/// The answer to a CORS preflight: any origin (echoed by [`cors`]), the route's methods
+/// (`Route::methods`) and OPTIONS, the headers asked for, cached by the browser for 24 h.
+pub fn preflight_response(methods: &'static str) -> Response<Full<Bytes>> {
     let mut response = empty_response(StatusCode::NO_CONTENT);
     let headers = response.headers_mut();
+    let allowed = format!("{methods}, OPTIONS");
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
+        HeaderValue::from_str(&allowed).unwrap_or_else(|_| HeaderValue::from_static("POST, OPTIONS")),
     );
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     response
@@ -65,18 +66,20 @@ pub fn cors(response: &mut Response<Full<Bytes>>, origin: Option<HeaderValue>, r
 }
 
 pub fn error_response(error: &IngestError) -> Response<Full<Bytes>> {
-    let mut response = json_response(
-        error.status(),
-        // `code` and `message` are what Segment's and RudderStack's SDKs print from an error body;
-        // `error` and `detail` are this API's own names (docs/contract.md §4).
-        serde_json::json!({
-            "success": false,
-            "error": error.code(),
-            "detail": error.to_string(),
-            "code": error.code(),
-            "message": error.to_string(),
-        }),
-    );
+    // `code` and `message` are what Segment's and RudderStack's SDKs print from an error body;
+    // `error` and `detail` are this API's own names (docs/contract.md §4).
+    let mut body = serde_json::json!({
+        "success": false,
+        "error": error.code(),
+        "detail": error.to_string(),
+        "code": error.code(),
+        "message": error.to_string(),
+    });
+    if let IngestError::InvalidStatement { index, field, .. } = error {
+        body["index"] = serde_json::json!(index);
+        body["field"] = serde_json::json!(field);
+    }
+    let mut response = json_response(error.status(), body);
     if let Some(seconds) = error.retry_after() {
         response
             .headers_mut()

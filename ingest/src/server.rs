@@ -1,8 +1,9 @@
 //! The hyper server: its lifecycle (build, serve, graceful shutdown) and one request's way through
 //! ingest: route, authenticate, admit the origin, read and decode the body within its budgets,
 //! validate, rate-limit, publish and answer. The pieces it calls live beside it: `routes`,
-//! `auth`, `body`, `decode`, `publisher` and `response`. [`App::serve`] takes its listener and
-//! shutdown token from the caller, so tests bind port 0 and stop it at will.
+//! `auth`, `body`, `decode`, `publisher` and `response`; xAPI statements take the same steps in
+//! `xapi`. [`App::serve`] takes its listener and shutdown token from the caller, so tests bind
+//! port 0 and stop it at will.
 
 use std::{
     convert::Infallible,
@@ -19,22 +20,26 @@ use common::{
     stream::{ensure_events_stream, Subjects},
     telemetry::PrometheusHandle,
 };
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, SemaphorePermit},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::{key_from_headers, key_from_query, WriteKeys},
+    auth::{key_from_headers, key_from_query, Sender, WriteKeys},
     body::{check_json_body, decoding_permits, Encoding, DEFLATE_MAX_RATIO},
     config::Config,
-    decode::{body_write_key, decode_batch, Endpoint, Normalisation, RejectedEvent},
+    decode::{body_write_key, decode_batch, EncodedEvents, Endpoint, Normalisation, RejectedEvent},
     error::IngestError,
     limiter::RateLimiter,
     publisher::Publisher,
     response::{cors, empty_response, error_response, json_response, preflight_response},
     routes::Route,
+    xapi,
 };
 
 /// After the shutdown grace, how long requests told 503 get to have that answer written.
@@ -43,24 +48,44 @@ const FINAL_WRITE_GRACE: Duration = Duration::from_secs(1);
 /// The running service's shared state: cheap handles, cloned per connection.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: Config,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
     nats: async_nats::Client,
     publisher: Publisher,
     /// One permit per event waiting for its JetStream acknowledgement; bounds ingest's memory.
     in_flight: Arc<Semaphore>,
     /// One permit per KiB of `Limits::max_decoding_bytes`: bodies being decoded and parsed.
     decoding: Arc<Semaphore>,
-    keys: WriteKeys,
-    /// For readiness when there is no static key (the stored keys are then the only ones).
-    pool: sqlx::PgPool,
+    pub(crate) keys: WriteKeys,
+    /// The stored write keys, readiness when there is no static key (the stored keys are then the
+    /// only ones), and the xAPI statement ids (`xapi::store`).
+    pub(crate) pool: sqlx::PgPool,
     limiter: RateLimiter,
     /// Cancelled when the shutdown grace is over: requests still waiting for JetStream answer 503.
     give_up: CancellationToken,
 }
+
+/// What a request is answered with when it succeeds.
+pub(crate) enum Reply {
+    /// A CORS preflight, allowing the route's methods.
+    Preflight(&'static str),
+    Json(StatusCode, serde_json::Value),
+    Empty(StatusCode),
+}
+
+/// A request body read within its size and time limits and decoded, holding its share of the
+/// decoding budget until dropped (the caller drops it once the events are validated).
+pub(crate) struct Body<'a> {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) content_type: Option<HeaderValue>,
+    _decoding: SemaphorePermit<'a>,
+}
+
+/// The header every xAPI answer carries (xAPI 1.0.3, "Communication" 3.3).
+pub(crate) const XAPI_VERSION_HEADER: HeaderName = HeaderName::from_static("x-experience-api-version");
 
 impl App {
     /// Connects to NATS and makes sure the events stream exists.
@@ -189,24 +214,40 @@ impl App {
         let route = Route::of(request.uri().path());
         let origin = request.headers().get(header::ORIGIN).cloned();
         let request_headers = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        let method = request.method().clone();
         let result = match route {
             None => Err(IngestError::NotFound),
-            Some(_) if request.method() == Method::OPTIONS => Ok(None),
-            Some(_) if request.method() != Method::POST => Err(IngestError::MethodNotAllowed),
-            Some(route) => self.ingest(request, route.endpoint(), origin.as_ref()).await.map(Some),
+            Some(route) if method == Method::OPTIONS => Ok(Reply::Preflight(route.methods())),
+            Some(Route::XapiAbout) if method == Method::GET => Ok(xapi::about()),
+            Some(Route::XapiStatements) if method == Method::POST || method == Method::PUT => {
+                self.xapi_statements(request, origin.as_ref()).await
+            }
+            Some(route) => match route.endpoint() {
+                Some(endpoint) if method == Method::POST => {
+                    let body = self.ingest(request, endpoint, origin.as_ref()).await;
+                    match route {
+                        Route::Beacon => body.map(|_| Reply::Empty(StatusCode::NO_CONTENT)),
+                        _ => body.map(|body| Reply::Json(StatusCode::OK, body)),
+                    }
+                }
+                _ => Err(IngestError::MethodNotAllowed(route.methods())),
+            },
         };
         // A refused origin is not told anything it could read.
         let origin = origin.filter(|_| !matches!(result, Err(IngestError::OriginNotAllowed(_))));
         let mut response = match result {
-            Ok(None) => preflight_response(),
-            Ok(Some(_)) if matches!(route, Some(Route::Beacon)) => empty_response(StatusCode::NO_CONTENT),
-            Ok(Some(body)) => json_response(StatusCode::OK, body),
+            Ok(Reply::Preflight(methods)) => preflight_response(methods),
+            Ok(Reply::Empty(status)) => empty_response(status),
+            Ok(Reply::Json(status, body)) => json_response(status, body),
             Err(error) => {
                 metrics::counter!("ingest_requests_failed_total", "reason" => error.code()).increment(1);
                 error_response(&error)
             }
         };
         cors(&mut response, origin, &request_headers);
+        if route.is_some_and(Route::is_xapi) {
+            xapi::version_headers(&mut response);
+        }
         metrics::histogram!(
             "ingest_http_request_duration_seconds",
             "route" => route.map_or("unknown", Route::label),
@@ -229,28 +270,12 @@ impl App {
         if let Some(key) = &header_key {
             sender = Some(self.inner.keys.authenticate(key).await?.admit(origin)?);
         }
-        let encoding = Encoding::of(request.headers())?;
-        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-        let body = tokio::time::timeout(
-            config.limits.request_timeout,
-            Limited::new(request.into_body(), config.limits.max_body_bytes).collect(),
-        )
-        .await
-        .map_err(|_| IngestError::RequestTimeout(config.limits.request_timeout))?
-        .map_err(|error| {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                IngestError::PayloadTooLarge(format!(
-                    "the body is larger than {} bytes",
-                    config.limits.max_body_bytes
-                ))
-            } else {
-                IngestError::BadRequest(format!("cannot read the body: {error}"))
-            }
-        })?
-        .to_bytes();
         // Held until the events are validated: the decoded body and its parsed tree.
-        let _decoding = self.reserve_decoding(encoding, body.len()).await?;
-        let mut body = encoding.decode(body, config.limits.max_decoded_bytes)?;
+        let Body {
+            bytes: mut body,
+            content_type,
+            _decoding,
+        } = self.read_body(request).await?;
         check_json_body(content_type.as_ref(), &body)?;
         let sender = match sender {
             Some(sender) => sender,
@@ -274,20 +299,8 @@ impl App {
         }
         let accepted = decoded.accepted.len();
         if accepted > 0 {
-            self.inner.limiter.check(&sender.key_id, accepted)?;
-            let permits = u32::try_from(accepted).map_err(|_| IngestError::Overloaded)?;
-            let _permit = self
-                .inner
-                .in_flight
-                .try_acquire_many(permits)
-                .map_err(|_| IngestError::Overloaded)?;
-            tokio::select! {
-                published = self.inner.publisher.publish(&sender.project, decoded.accepted) => published?,
-                () = self.inner.give_up.cancelled() => {
-                    return Err(IngestError::Unavailable("ingest is shutting down before the events were confirmed".into()));
-                }
-            }
-            metrics::counter!("ingest_events_accepted_total").increment(accepted as u64);
+            let _permit = self.admit(&sender, accepted)?;
+            self.publish(&sender, decoded.accepted).await?;
         }
         Ok(serde_json::json!({
             "success": true,
@@ -314,6 +327,60 @@ fn count_rejections(rejected: &[RejectedEvent]) {
 }
 
 impl App {
+    /// Reads the body within `max_body_bytes` and the request timeout, reserves its decoding
+    /// budget and decodes its `Content-Encoding` within `max_decoded_bytes`.
+    pub(crate) async fn read_body(&self, request: Request<Incoming>) -> Result<Body<'_>, IngestError> {
+        let limits = &self.inner.config.limits;
+        let encoding = Encoding::of(request.headers())?;
+        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        let body = tokio::time::timeout(
+            limits.request_timeout,
+            Limited::new(request.into_body(), limits.max_body_bytes).collect(),
+        )
+        .await
+        .map_err(|_| IngestError::RequestTimeout(limits.request_timeout))?
+        .map_err(|error| {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                IngestError::PayloadTooLarge(format!("the body is larger than {} bytes", limits.max_body_bytes))
+            } else {
+                IngestError::BadRequest(format!("cannot read the body: {error}"))
+            }
+        })?
+        .to_bytes();
+        let decoding = self.reserve_decoding(encoding, body.len()).await?;
+        let bytes = encoding.decode(body, limits.max_decoded_bytes)?;
+        Ok(Body {
+            bytes,
+            content_type,
+            _decoding: decoding,
+        })
+    }
+
+    /// Admits `events` accepted events of `sender`: its rate limit (429), then ingest's bound on
+    /// events awaiting an acknowledgement (503); the permit is held until they are acknowledged.
+    pub(crate) fn admit(&self, sender: &Sender, events: usize) -> Result<SemaphorePermit<'_>, IngestError> {
+        self.inner.limiter.check(&sender.key_id, events)?;
+        let permits = u32::try_from(events).map_err(|_| IngestError::Overloaded)?;
+        self.inner
+            .in_flight
+            .try_acquire_many(permits)
+            .map_err(|_| IngestError::Overloaded)
+    }
+
+    /// Publishes admitted events and returns once JetStream acknowledged every one (503 if it did
+    /// not in time, or when the shutdown grace ends first).
+    pub(crate) async fn publish(&self, sender: &Sender, events: EncodedEvents) -> Result<(), IngestError> {
+        let accepted = events.len();
+        tokio::select! {
+            published = self.inner.publisher.publish(&sender.project, events) => published?,
+            () = self.inner.give_up.cancelled() => {
+                return Err(IngestError::Unavailable("ingest is shutting down before the events were confirmed".into()));
+            }
+        }
+        metrics::counter!("ingest_events_accepted_total").increment(accepted as u64);
+        Ok(())
+    }
+
     /// Reserves the memory a body of `wire_len` bytes may take while it is decoded and parsed
     /// (`Limits::max_decoding_bytes`), waiting for it up to the request timeout.
     async fn reserve_decoding(

@@ -104,10 +104,11 @@ impl TestApp {
             .collect()
     }
 
-    /// Applies the migrations to this test's database (what workers and `api keys` do).
+    /// Applies the migrations to this test's database (what workers and `api keys` do), with
+    /// the workspace's one migrator (`common::schema`, whose build script notices new files).
     pub async fn migrate(&self) -> sqlx::PgPool {
         let pool = sqlx::PgPool::connect(&self.env.database_url).await.unwrap();
-        sqlx::migrate!("../migrations").run(&pool).await.unwrap();
+        common::schema::migrate(&pool).await.unwrap();
         pool
     }
 }
