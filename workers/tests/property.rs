@@ -422,6 +422,40 @@ fn generate(seed: u64, distinct: usize) -> Workload {
                 .insert("source".into(), json!(*r.pick(&["web", "ios", "android"])));
             if r.0.bool() {
                 with_course(&mut e, &mut r);
+                // The instructor metrics' events (§5): for the existing rollups they are course
+                // interactions like any other; reconcile checks their own tables.
+                if r.0.bool() {
+                    let video = format!("v-{course}-{lesson}");
+                    let position = f64::from(r.0.u32(0..600)) / 2.0;
+                    let (name, properties) = match r.0.u32(0..7) {
+                        0 => ("course_unenrolled", json!({})),
+                        1 => (
+                            "course_graded",
+                            json!({"grade": f64::from(r.0.u32(0..=100)) / 100.0, "passed": r.0.bool()}),
+                        ),
+                        2 => ("course_graded", json!({"score": r.0.u32(0..=20), "max_score": 20})),
+                        3 => (
+                            "question_answered",
+                            json!({"item_id": format!("{course}-item{}", r.0.u32(0..4)), "correct": r.0.bool()}),
+                        ),
+                        4 => (
+                            "video_played",
+                            json!({"video_id": video, "position_s": position, "length_s": 300}),
+                        ),
+                        5 => (
+                            "video_seeked",
+                            json!({"video_id": video, "from_s": position, "to_s": position / 2.0}),
+                        ),
+                        _ => (
+                            "video_paused",
+                            json!({"video_id": video, "position_s": position, "segments": "0[.]10[,]20[.]30", "duration_s": r.0.u32(0..90)}),
+                        ),
+                    };
+                    e.name = name.into();
+                    if let Value::Object(properties) = properties {
+                        e.properties.extend(properties);
+                    }
+                }
             }
         } else {
             e.kind = "identify";
@@ -1420,6 +1454,19 @@ async fn every_event_is_counted_exactly_once_whatever_carries_it_and_whatever_fa
         linked > 0 && refused > 0,
         "the workload links ids and has links to refuse"
     );
+
+    // The instructor metrics' tables had work to do too (reconcile compares them below).
+    let learning: Vec<i64> = sqlx::query_scalar(
+        "select count(*) from enrollment_states where not enrolled
+         union all select count(*) from grades union all select count(*) from attempts
+         union all select count(*) from video_events union all select count(*) from item_reach
+         union all select count(*) from learner_sessions union all select count(*) from time_on_task_daily",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    eprintln!("  instructor tables (unenrolled, grades, attempts, video events, reach, sessions, days): {learning:?}");
+    assert!(learning.iter().all(|n| *n > 0), "every instructor table has rows");
 
     // And reconcile, which recomputes everything from MongoDB, agrees.
     eprintln!("mongo checked after {:.1}s", started.elapsed().as_secs_f64());
