@@ -1,12 +1,16 @@
-//! A realistic, deterministic e-learning workload (docs/contract.md §3): learners who log in, browse,
-//! view courses, enrol, work through lessons, videos and quizzes, drop off along the way, buy, earn
-//! badges and take typing tests, over a number of days, and anonymous visitors who only browse.
-//! The same seed gives the same events.
+//! A realistic, deterministic e-learning workload (docs/contract.md §3): instructors who publish
+//! their courses with the items in course order (lessons, videos, quizzes and their questions);
+//! learners who log in, browse, view courses, enrol, work through the items in order (lessons,
+//! videos played, paused, skipped and rewound, quiz questions answered and quizzes retaken after a
+//! failure), give up part way (some unenrol, some stop coming at all), complete and are graded,
+//! buy, earn badges and take typing tests, over a number of days; and anonymous visitors who only
+//! browse. The same seed gives the same events.
 //!
 //! The generator also knows the answers. [`Generated`] computes, by brute force over its distinct
 //! events and from the contract's definitions (docs/contract.md §4–§6, never the workers' or the api's
-//! code), what the api must report: DAU, top events and pages, each course's analytics and each
-//! learner's stats. [`Generated::deliveries`] turns the events into the requests a real fleet of
+//! code), what the api must report: DAU, top events and pages, each course's analytics and
+//! instructor metrics (engagement, at-risk learners, drop-off, item difficulty, videos, grades,
+//! time on task) and each learner's stats and time on task. [`Generated::deliveries`] turns the events into the requests a real fleet of
 //! clients would send ([`Mix`]): single events resent in a later request, whole batches sent twice,
 //! events that arrive late (after later days of the same learner). The distinct events are the
 //! truth however they are delivered, so the demo and tests can check the pipeline against it.
@@ -36,7 +40,7 @@ pub struct Workload {
 #[derive(Debug, Default)]
 pub struct Generated {
     /// Segment-style track/page events, each once (distinct messageIds), in time order per learner
-    /// (learners first, then anonymous visitors).
+    /// (the instructors' `course_published` first, then learners, then anonymous visitors).
     pub events: Vec<Value>,
     /// Exact distinct active users per day.
     pub dau: BTreeMap<NaiveDate, usize>,
@@ -55,11 +59,204 @@ const VISITOR_SEED: u64 = 0x7669_7369_746f_7273;
 /// Mixed into the seed for the delivery mix.
 const MIX_SEED: u64 = 0x6465_6c69_7665_7279;
 
+/// Mixed into the seed for the courses' own shape (video lengths, question difficulty).
+const CATALOG_SEED: u64 = 0x6361_7461_6c6f_6775;
+/// Lessons per module; each module ends with a quiz.
+const LESSONS_PER_QUIZ: usize = 4;
+/// Every third lesson (the 2nd, 5th, 8th, ...) is followed by a video.
+const LESSONS_PER_VIDEO: usize = 3;
+/// Questions per quiz.
+const QUESTIONS_PER_QUIZ: usize = 3;
+/// Attempts a learner makes at most at one quiz.
+const QUIZ_ATTEMPTS: usize = 3;
+/// Score (of 100) that passes a quiz, and grade (0-1) that passes a course.
+const QUIZ_PASS_SCORE: u32 = 60;
+const COURSE_PASS_GRADE: f64 = 0.6;
+
+/// What a course is made of, the same for every learner: its items in course order as its
+/// `course_published` lists them (lessons, each third followed by a video, each fourth by a quiz
+/// and the quiz's questions), its videos' lengths and its questions' difficulty.
+#[derive(Debug, Clone)]
+struct Course {
+    id: String,
+    items: Vec<String>,
+    /// The video after lesson index `k`: (id, length in seconds).
+    videos: BTreeMap<usize, (String, u32)>,
+    /// The quiz after lesson index `k`: (id, its questions as (id, difficulty in 0-1)).
+    quizzes: BTreeMap<usize, (String, Vec<(String, f64)>)>,
+}
+
+impl Course {
+    fn new(course: usize, lessons: usize, rng: &mut fastrand::Rng) -> Self {
+        let id = format!("course-{course:02}");
+        let (mut items, mut videos, mut quizzes) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+        for lesson in 0..lessons {
+            items.push(lesson_id(&id, lesson));
+            if lesson % LESSONS_PER_VIDEO == 1 {
+                let video = format!("{id}-video-{:02}", lesson + 1);
+                items.push(video.clone());
+                videos.insert(lesson, (video, rng.u32(180..=900)));
+            }
+            if lesson % LESSONS_PER_QUIZ == LESSONS_PER_QUIZ - 1 {
+                let quiz = format!("{id}-quiz-{}", lesson / LESSONS_PER_QUIZ + 1);
+                items.push(quiz.clone());
+                let questions: Vec<(String, f64)> = (1..=QUESTIONS_PER_QUIZ)
+                    .map(|q| (format!("{quiz}-q{q}"), rng.f64() * 0.8))
+                    .collect();
+                items.extend(questions.iter().map(|(q, _)| q.clone()));
+                quizzes.insert(lesson, (quiz, questions));
+            }
+        }
+        Self {
+            id,
+            items,
+            videos,
+            quizzes,
+        }
+    }
+}
+
+fn lesson_id(course_id: &str, lesson: usize) -> String {
+    format!("{course_id}-lesson-{:02}", lesson + 1)
+}
+
+/// A learner's state in a course they enrolled in.
+#[derive(Debug, Default)]
+struct Enrolment {
+    /// Lessons completed, in order.
+    done: usize,
+    /// The lesson at which the learner gives up: they open it and leave (35% of enrolments).
+    quits_at: Option<usize>,
+    /// Gave up, unenrolled or failed a quiz for good: no more study of the course.
+    stopped: bool,
+    /// The best score of each quiz taken.
+    best_scores: Vec<u32>,
+}
+
+/// A learner's clock on one day of activity: each event comes `delay` seconds after the previous
+/// one, and the day stays within its UTC day, however busy.
+struct Today<'a> {
+    user: &'a str,
+    clock: DateTime<Utc>,
+    day_end: DateTime<Utc>,
+    seq: &'a mut u32,
+    events: &'a mut Vec<Value>,
+}
+
+impl Today<'_> {
+    fn emit(&mut self, delay: i64, name: &str, properties: Value) {
+        self.clock = (self.clock + Duration::seconds(delay)).min(self.day_end);
+        *self.seq += 1;
+        self.events
+            .push(event(Who::User(self.user), *self.seq, name, self.clock, properties));
+    }
+
+    /// A click's worth of time: 5 s to 4 min.
+    fn next(&mut self, rng: &mut fastrand::Rng, name: &str, properties: Value) {
+        self.emit(rng.i64(5..240), name, properties);
+    }
+
+    /// One viewing of a video, as players report it: play from the start, then to the end, or
+    /// with a pause, a skip ahead, a rewind, or abandoned part way.
+    fn watch(&mut self, rng: &mut fastrand::Rng, course_id: &str, video_id: &str, length: u32) {
+        let at = |position: u32| json!({"course_id": course_id, "video_id": video_id, "length_s": length, "position_s": position});
+        let watched = |from: u32, to: u32| {
+            let mut properties = at(to);
+            properties["duration_s"] = json!(to - from);
+            properties
+        };
+        self.next(rng, "Video Played", at(0));
+        let seek = |from: u32, to: u32| json!({"course_id": course_id, "video_id": video_id, "length_s": length, "from_s": from, "to_s": to});
+        match rng.u8(0..100) {
+            0..=54 => self.emit(i64::from(length), "Video Completed", watched(0, length)),
+            55..=74 => {
+                let paused = rng.u32(10..length - 10);
+                self.emit(i64::from(paused), "Video Paused", watched(0, paused));
+                self.next(rng, "Video Played", at(paused));
+                self.emit(i64::from(length - paused), "Video Completed", watched(paused, length));
+            }
+            75..=86 => {
+                // Skips ahead: the part skipped is not watched.
+                let from = rng.u32(5..length / 2);
+                let to = from + rng.u32(10..length / 3);
+                self.emit(i64::from(from), "Video Seeked", seek(from, to));
+                self.emit(1, "Video Played", at(to));
+                self.emit(i64::from(length - to), "Video Completed", watched(to, length));
+            }
+            87..=94 => {
+                // Rewinds to see a part again.
+                let from = rng.u32(length / 2..length - 5);
+                let to = rng.u32(0..from / 2);
+                self.emit(i64::from(from), "Video Seeked", seek(from, to));
+                self.emit(1, "Video Played", at(to));
+                self.emit(i64::from(length - to), "Video Completed", watched(to, length));
+            }
+            _ => {
+                let paused = rng.u32(5..length * 2 / 3);
+                self.emit(i64::from(paused), "Video Paused", watched(0, paused));
+            }
+        }
+    }
+
+    /// Takes a quiz: each attempt answers every question once and submits; a failed attempt is
+    /// often retaken, up to [`QUIZ_ATTEMPTS`]. Returns the best score and whether any passed.
+    fn quiz(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        course_id: &str,
+        quiz_id: &str,
+        questions: &[(String, f64)],
+        skill: f64,
+    ) -> (u32, bool) {
+        let mut best = 0;
+        for attempt in 0..QUIZ_ATTEMPTS {
+            let mut correct = 0;
+            for (question, difficulty) in questions {
+                let p = (0.35 + 0.6 * skill - 0.5 * difficulty + 0.15 * attempt as f64).clamp(0.05, 0.97);
+                let right = rng.f64() < p;
+                let spent = rng.i64(15..150);
+                self.emit(
+                    spent,
+                    "Question Answered",
+                    json!({"course_id": course_id, "quiz_id": quiz_id, "item_id": question, "correct": right, "duration_s": spent}),
+                );
+                correct += u32::from(right);
+            }
+            let score = (correct * 100 + questions.len() as u32 / 2) / questions.len().max(1) as u32;
+            let passed = score >= QUIZ_PASS_SCORE;
+            self.next(
+                rng,
+                "Quiz Submitted",
+                json!({"course_id": course_id, "quiz_id": quiz_id, "score": score, "max_score": 100, "passed": passed}),
+            );
+            best = best.max(score);
+            if passed {
+                return (best, true);
+            }
+            if rng.f64() < 0.3 {
+                break;
+            }
+        }
+        (best, false)
+    }
+}
+
 impl Workload {
+    /// The courses' shapes, drawn from their own generator so that the learners' draws do not
+    /// move them.
+    fn catalog(&self) -> Vec<Course> {
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ CATALOG_SEED);
+        (0..self.courses)
+            .map(|c| Course::new(c, self.lessons, &mut rng))
+            .collect()
+    }
+
     pub fn generate(&self) -> Generated {
         let mut rng = fastrand::Rng::with_seed(self.seed);
         let mut out = Generated::default();
         let start = self.end - Duration::days(self.days - 1);
+        let catalog = self.catalog();
+        self.publish(&catalog, &mut out.events, start);
         for learner in 0..self.learners {
             let user = format!("learner-{learner:05}");
             // Engagement: most learners come rarely, some daily.
@@ -68,91 +265,132 @@ impl Workload {
                 5..=7 => 0.35,
                 _ => 0.75,
             };
+            // One in eight struggles with the quizzes.
+            let skill = if rng.f64() < 0.125 {
+                0.1 + 0.3 * rng.f64()
+            } else {
+                0.5 + 0.5 * rng.f64()
+            };
             let first_day = rng.i64(0..self.days);
-            let mut progress: BTreeMap<usize, usize> = BTreeMap::new();
+            // One in twelve stops coming at all after some day.
+            let last_day = if rng.f64() < 1.0 / 12.0 {
+                first_day + rng.i64(0..self.days)
+            } else {
+                self.days
+            };
+            let mut enrolments: BTreeMap<usize, Enrolment> = BTreeMap::new();
             let mut seq = 0u32;
-            for offset in first_day..self.days {
+            for offset in first_day..self.days.min(last_day + 1) {
                 if offset != first_day && rng.f64() > activity {
                     continue;
                 }
                 let day = start + Duration::days(offset);
-                let mut clock = day
-                    .and_hms_opt(rng.u32(6..20), rng.u32(0..60), rng.u32(0..60))
-                    .unwrap_or_default()
-                    .and_utc();
-                // A learner's day stays within that day, however busy.
-                let day_end = day.and_hms_milli_opt(23, 59, 59, 999).unwrap_or_default().and_utc();
-                let mut emit = |rng: &mut fastrand::Rng, name: &str, properties: Value| {
-                    clock = (clock + Duration::seconds(rng.i64(5..240))).min(day_end);
-                    seq += 1;
-                    out.events.push(event(Who::User(&user), seq, name, clock, properties));
+                let mut today = Today {
+                    user: &user,
+                    clock: day
+                        .and_hms_opt(rng.u32(6..20), rng.u32(0..60), rng.u32(0..60))
+                        .unwrap_or_default()
+                        .and_utc(),
+                    day_end: day.and_hms_milli_opt(23, 59, 59, 999).unwrap_or_default().and_utc(),
+                    seq: &mut seq,
+                    events: &mut out.events,
                 };
                 if offset == first_day {
-                    emit(&mut rng, "User Created", json!({}));
+                    today.next(&mut rng, "User Created", json!({}));
                 }
                 let method = if rng.bool() { "password" } else { "google" };
-                emit(&mut rng, "Login", json!({"method": method}));
-                emit(&mut rng, PAGE, json!({"path": "/dashboard"}));
+                today.next(&mut rng, "Login", json!({"method": method}));
+                today.next(&mut rng, PAGE, json!({"path": "/dashboard"}));
                 // Browse: view a course, maybe enrol (the course funnel).
                 let course = rng.usize(0..self.courses);
-                let course_id = format!("course-{course:02}");
-                emit(&mut rng, "Course Viewed", json!({"course_id": course_id}));
-                emit(&mut rng, PAGE, json!({"path": format!("/courses/{course_id}")}));
-                if !progress.contains_key(&course) && rng.f64() < 0.45 {
-                    emit(&mut rng, "Product View", json!({"course_id": course_id}));
+                let course_id = &catalog[course].id;
+                today.next(&mut rng, "Course Viewed", json!({"course_id": course_id}));
+                today.next(&mut rng, PAGE, json!({"path": format!("/courses/{course_id}")}));
+                if !enrolments.contains_key(&course) && rng.f64() < 0.45 {
+                    today.next(&mut rng, "Product View", json!({"course_id": course_id}));
                     if rng.f64() < 0.6 {
-                        emit(&mut rng, "Add To Cart", json!({"course_id": course_id, "amount": 49}));
+                        today.next(&mut rng, "Add To Cart", json!({"course_id": course_id, "amount": 49}));
                         if rng.f64() < 0.7 {
-                            emit(
+                            today.next(
                                 &mut rng,
                                 "Purchase",
                                 json!({"course_id": course_id, "amount": 49, "currency": "USD"}),
                             );
-                            emit(
+                            today.next(
                                 &mut rng,
                                 "Course Enrolled",
                                 json!({"course_id": course_id, "amount": 49}),
                             );
-                            progress.insert(course, 0);
-                        }
-                    }
-                }
-                // Study the courses enrolled in; drop-offs come from learners not returning.
-                let enrolled: Vec<usize> = progress.keys().copied().collect();
-                for course in enrolled {
-                    let course_id = format!("course-{course:02}");
-                    let done = progress.get(&course).copied().unwrap_or_default();
-                    if done >= self.lessons || rng.f64() < 0.3 {
-                        continue;
-                    }
-                    let lessons_today = rng.usize(1..=3).min(self.lessons - done);
-                    for lesson in done..done + lessons_today {
-                        let module_id = format!("module-{}", lesson / 4 + 1);
-                        let lesson_id = format!("{course_id}-lesson-{:02}", lesson + 1);
-                        let ids = json!({"course_id": course_id, "module_id": module_id, "lesson_id": lesson_id});
-                        emit(&mut rng, "Lesson Started", ids.clone());
-                        let spent = rng.i64(120..1_800);
-                        emit(
-                            &mut rng,
-                            "Video Progress",
-                            json!({"course_id": course_id, "lesson_id": lesson_id, "percent": 100, "time_spent_s": spent}),
-                        );
-                        let mut completed = ids;
-                        completed["time_spent_s"] = json!(spent);
-                        emit(&mut rng, "Lesson Completed", completed);
-                        if lesson % 4 == 3 {
-                            let score = rng.u32(40..=100);
-                            emit(
-                                &mut rng,
-                                "Quiz Submitted",
-                                json!({"course_id": course_id, "quiz_id": format!("{course_id}-quiz-{}", lesson / 4 + 1), "score": score, "max_score": 100, "passed": score >= 60}),
+                            // Drop-offs come from learners giving up (early more often than
+                            // late) and from learners not returning.
+                            let quits_at =
+                                (rng.f64() < 0.35).then(|| rng.usize(0..self.lessons).min(rng.usize(0..self.lessons)));
+                            enrolments.insert(
+                                course,
+                                Enrolment {
+                                    quits_at,
+                                    ..Enrolment::default()
+                                },
                             );
                         }
                     }
-                    progress.insert(course, done + lessons_today);
-                    if done + lessons_today == self.lessons {
-                        emit(&mut rng, "Course Completed", json!({"course_id": course_id}));
-                        emit(
+                }
+                // Study the courses enrolled in, along the course's items in order.
+                for (&course, enrolment) in &mut enrolments {
+                    let shape = &catalog[course];
+                    let course_id = &shape.id;
+                    if enrolment.stopped || enrolment.done >= self.lessons || rng.f64() < 0.3 {
+                        continue;
+                    }
+                    let lessons_today = rng.usize(1..=3).min(self.lessons - enrolment.done);
+                    for lesson in enrolment.done..enrolment.done + lessons_today {
+                        let module_id = format!("module-{}", lesson / LESSONS_PER_QUIZ + 1);
+                        let lesson_id = lesson_id(course_id, lesson);
+                        if enrolment.quits_at == Some(lesson) {
+                            // Opens the lesson, reads a little, and leaves; some unenrol.
+                            let read = rng.i64(5..90);
+                            today.next(
+                                &mut rng,
+                                "Content Viewed",
+                                json!({"course_id": course_id, "item_id": lesson_id, "duration_s": read}),
+                            );
+                            if rng.f64() < 0.3 {
+                                today.next(&mut rng, "Course Unenrolled", json!({"course_id": course_id}));
+                            }
+                            enrolment.stopped = true;
+                            break;
+                        }
+                        let ids = json!({"course_id": course_id, "module_id": module_id, "lesson_id": lesson_id});
+                        today.next(&mut rng, "Lesson Started", ids.clone());
+                        let spent = rng.i64(120..1_800);
+                        let mut completed = ids;
+                        completed["time_spent_s"] = json!(spent);
+                        today.emit(spent, "Lesson Completed", completed);
+                        enrolment.done = lesson + 1;
+                        if let Some((video, length)) = shape.videos.get(&lesson) {
+                            today.watch(&mut rng, course_id, video, *length);
+                        }
+                        if let Some((quiz, questions)) = shape.quizzes.get(&lesson) {
+                            let (best, passed) = today.quiz(&mut rng, course_id, quiz, questions, skill);
+                            enrolment.best_scores.push(best);
+                            // Failing for good makes some give up, still enrolled.
+                            if !passed && rng.bool() {
+                                enrolment.stopped = true;
+                                break;
+                            }
+                        }
+                    }
+                    if enrolment.done == self.lessons && !enrolment.stopped {
+                        today.next(&mut rng, "Course Completed", json!({"course_id": course_id}));
+                        let scores = &enrolment.best_scores;
+                        let mean = scores.iter().map(|s| f64::from(*s)).sum::<f64>() / scores.len().max(1) as f64;
+                        let grade = (mean).round() / 100.0;
+                        today.next(
+                            &mut rng,
+                            "Course Graded",
+                            json!({"course_id": course_id, "grade": grade, "passed": grade >= COURSE_PASS_GRADE}),
+                        );
+                        today.next(
                             &mut rng,
                             "Badge Earned",
                             json!({"badge_id": format!("finisher-{course_id}"), "points": 100}),
@@ -161,7 +399,7 @@ impl Workload {
                 }
                 if rng.f64() < 0.15 {
                     let (wpm, accuracy) = (rng.u32(20..120), f64::from(rng.u32(80..100)) / 100.0);
-                    emit(
+                    today.next(
                         &mut rng,
                         "Typing Test Completed",
                         json!({"wpm": wpm, "accuracy": accuracy}),
@@ -175,6 +413,26 @@ impl Workload {
         out.from = start;
         out.to = self.end;
         out
+    }
+
+    /// Each course's `course_published`, by its instructor, early on the first day: the catalog
+    /// entry with the items in course order, before any learner comes.
+    fn publish(&self, catalog: &[Course], events: &mut Vec<Value>, start: NaiveDate) {
+        let at = start.and_hms_opt(0, 30, 0).unwrap_or_default().and_utc();
+        for (n, course) in catalog.iter().enumerate() {
+            let instructor = format!("instructor-{:02}", n % 5);
+            let properties = json!({
+                "course_id": course.id, "title": format!("Course {n}"), "total_lessons": self.lessons,
+                "instructor_id": instructor, "items": course.items,
+            });
+            events.push(event(
+                Who::User(&instructor),
+                n as u32 + 1,
+                "Course Published",
+                at + Duration::seconds(n as i64),
+                properties,
+            ));
+        }
     }
 
     /// Anonymous visitors (an `anonymousId`, never a `userId`): on a day or two they land on the
@@ -497,6 +755,8 @@ pub fn stored_name(event: &Value) -> String {
 #[derive(Debug)]
 struct Fact<'a> {
     user: &'a str,
+    /// Breaks ties of event time (docs/contract.md §6 "Instructor metrics").
+    message_id: &'a str,
     name: String,
     day: NaiveDate,
     ts: DateTime<Utc>,
@@ -573,6 +833,7 @@ impl Generated {
                 let ts = time_of(e)?;
                 Some(Fact {
                     user: user_of(e)?,
+                    message_id: e["messageId"].as_str().unwrap_or_default(),
                     name: stored_name(e),
                     day: ts.date_naive(),
                     ts,
@@ -580,17 +841,24 @@ impl Generated {
                 })
             })
             .collect();
-        let (mut by_course, mut by_user) = (Index::new(), Index::new());
+        let (mut by_course, mut by_user, mut catalog) = (Index::new(), Index::new(), Index::new());
         for (i, fact) in facts.iter().enumerate() {
             by_user.entry(fact.user).or_default().push(i);
             if let Some(course) = fact.course() {
-                by_course.entry(course).or_default().push(i);
+                // The catalog's own event is no course work (§6).
+                let index = if fact.name == "course_published" {
+                    &mut catalog
+                } else {
+                    &mut by_course
+                };
+                index.entry(course).or_default().push(i);
             }
         }
         Truth {
             facts,
             by_course,
             by_user,
+            catalog,
         }
     }
 
@@ -626,8 +894,11 @@ impl Generated {
 #[derive(Debug)]
 pub struct Truth<'a> {
     facts: Vec<Fact<'a>>,
+    /// A course's events, except its `course_published`.
     by_course: Index<'a>,
     by_user: Index<'a>,
+    /// A course's `course_published` events.
+    catalog: Index<'a>,
 }
 
 /// The facts of each course or user, by position.
@@ -819,6 +1090,531 @@ impl<'a> Truth<'a> {
     }
 }
 
+/// Events no more than this far apart are one session (docs/contract.md §6 "Instructor metrics").
+const SESSION_GAP: Duration = Duration::minutes(30);
+/// Equal parts of a video whose coverage is reported, and the share a full view covers.
+const VIDEO_SEGMENTS: usize = 20;
+const FULL_VIEW: f64 = 0.95;
+
+/// The at-risk rules' thresholds (docs/contract.md §6 "Instructor metrics"); the defaults are the
+/// api's when no parameter is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RiskRules {
+    pub inactive_days: i64,
+    pub behind_points: f64,
+    pub failed_in_row: usize,
+    pub pass_mark: f64,
+}
+
+impl Default for RiskRules {
+    fn default() -> Self {
+        Self {
+            inactive_days: 14,
+            behind_points: 25.0,
+            failed_in_row: 3,
+            pass_mark: 0.5,
+        }
+    }
+}
+
+/// A property as an id: a non-empty string, or an integer printed (§5).
+fn id_in(properties: &Value, field: &str) -> Option<String> {
+    match &properties[field] {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A JSON number, or a numeric string (§5).
+fn number_in(properties: &Value, field: &str) -> Option<f64> {
+    match &properties[field] {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|n| n.is_finite())
+}
+
+/// Whole seconds of a duration: rounded; absent, not a number, negative or 10⁹ or more are 0.
+fn whole_seconds(value: Option<f64>) -> i64 {
+    value.filter(|s| *s > 0.0 && *s < 1e9).map_or(0, |s| s.round() as i64)
+}
+
+impl Fact<'_> {
+    /// The duration the event reports: `duration_s`, else `time_spent_s`.
+    fn reported_s(&self) -> i64 {
+        if self.properties.get("duration_s").is_some() {
+            whole_seconds(number_in(self.properties, "duration_s"))
+        } else {
+            whole_seconds(number_in(self.properties, "time_spent_s"))
+        }
+    }
+
+    fn order(&self) -> (DateTime<Utc>, &str) {
+        (self.ts, self.message_id)
+    }
+}
+
+/// Sessions of events at `times` (in order): runs no more than [`SESSION_GAP`] apart, as
+/// (start, duration in milliseconds).
+fn sessions(times: &[DateTime<Utc>]) -> Vec<(DateTime<Utc>, i64)> {
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for &t in times {
+        match out.last_mut() {
+            Some((_, last)) if t - *last <= SESSION_GAP => *last = t,
+            _ => out.push((t, t)),
+        }
+    }
+    out.into_iter()
+        .map(|(start, end)| (start, (end - start).num_milliseconds()))
+        .collect()
+}
+
+/// One learner's watched intervals of one video from their events of it in order: a play until
+/// the next event when that is a pause, a completion (their `position_s`) or a seek (its `from_s`).
+fn watched_intervals(events: &[&Fact<'_>]) -> Vec<(f64, f64)> {
+    let mut intervals = Vec::new();
+    let mut playing: Option<f64> = None;
+    for event in events {
+        let position = if event.name == "video_seeked" {
+            number_in(event.properties, "from_s")
+        } else {
+            number_in(event.properties, "position_s")
+        };
+        if let (Some(from), Some(to)) = (playing, position) {
+            if event.name != "video_played" && to >= from {
+                intervals.push((from, to));
+            }
+        }
+        playing = if event.name == "video_played" { position } else { None };
+    }
+    intervals
+}
+
+/// The length of the union of `intervals` within `[0, length]`.
+fn coverage(intervals: &[(f64, f64)], length: f64) -> f64 {
+    let mut parts: Vec<(f64, f64)> = intervals
+        .iter()
+        .map(|(a, b)| (a.max(0.0), b.min(length)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    parts.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (mut total, mut end) = (0.0, f64::NEG_INFINITY);
+    for (a, b) in parts {
+        if b > end {
+            total += b - a.max(end);
+            end = b;
+        }
+    }
+    total
+}
+
+/// The median (the mean of the two middle values of an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn rate(a: usize, b: usize) -> Value {
+    ratio(a as i64, b as i64)
+}
+
+fn millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The instructor metrics (docs/contract.md §6 "Instructor metrics", §7), from the events by brute
+/// force, in the api's shapes. Learners are ids (`userId`, else `anonymousId`); everything is by
+/// event time, ties by messageId.
+impl<'a> Truth<'a> {
+    /// A course's events (without its `course_published`) in event order.
+    fn course_in_order(&self, course: &str) -> Vec<&Fact<'a>> {
+        let mut facts = self.of(&self.by_course, course);
+        facts.sort_by(|a, b| a.order().cmp(&b.order()));
+        facts
+    }
+
+    /// Per learner, the latest enrol (true) or unenrol (false) of the course.
+    fn enrolment_states(facts: &[&Fact<'a>]) -> BTreeMap<&'a str, bool> {
+        let mut states = BTreeMap::new();
+        for fact in facts {
+            match fact.name.as_str() {
+                "course_enrolled" => states.insert(fact.user, true),
+                "course_unenrolled" => states.insert(fact.user, false),
+                _ => None,
+            };
+        }
+        states
+    }
+
+    /// The catalog's items of a course: those of its latest `course_published` carrying `items`.
+    pub fn catalog_items(&self, course: &str) -> Vec<String> {
+        let mut published = self.of(&self.catalog, course);
+        published.sort_by(|a, b| a.order().cmp(&b.order()));
+        published
+            .iter()
+            .rev()
+            .find_map(|f| f.properties["items"].as_array())
+            .map(|items| {
+                let mut ids: Vec<String> = Vec::new();
+                for item in items {
+                    if let Some(id) = id_in(&json!({"id": item}), "id") {
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                }
+                ids
+            })
+            .unwrap_or_default()
+    }
+
+    /// `GET /v1/courses/{id}/engagement` as of `today`.
+    pub fn engagement(&self, course: &str, today: NaiveDate) -> Value {
+        let facts = self.course_in_order(course);
+        let mut latest: BTreeMap<&str, NaiveDate> = BTreeMap::new();
+        for fact in &facts {
+            latest.insert(fact.user, fact.day);
+        }
+        let since = |days: i64| {
+            latest
+                .values()
+                .filter(|d| **d >= today - Duration::days(days - 1))
+                .count()
+        };
+        json!({
+            "current_enrollees": Self::enrolment_states(&facts).values().filter(|e| **e).count(),
+            "active_7d": since(7),
+            "active_30d": since(30),
+        })
+    }
+
+    /// `GET /v1/courses/{id}/drop-off`: reach along the catalog's items, then the other items
+    /// reached, by id.
+    pub fn drop_off(&self, course: &str) -> Value {
+        let mut reach: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for fact in self.of(&self.by_course, course) {
+            for field in ["item_id", "lesson_id", "quiz_id", "video_id"] {
+                if let Some(item) = id_in(fact.properties, field) {
+                    reach.entry(item).or_default().insert(fact.user);
+                }
+            }
+        }
+        let mut previous: Option<usize> = None;
+        let mut items = Vec::new();
+        for item in self.catalog_items(course) {
+            let learners = reach.remove(&item).map_or(0, |r| r.len());
+            items.push(json!({
+                "item_id": item,
+                "learners": learners,
+                "from_previous": previous.map_or(Value::Null, |p| rate(learners, p)),
+            }));
+            previous = Some(learners);
+        }
+        let uncatalogued: Vec<Value> = reach
+            .into_iter()
+            .map(|(item, learners)| json!({"item_id": item, "learners": learners.len()}))
+            .collect();
+        json!({"items": items, "uncatalogued": uncatalogued})
+    }
+
+    /// `GET /v1/courses/{id}/items/difficulty`: per item (by id), from each learner's attempts.
+    pub fn difficulty(&self, course: &str) -> Value {
+        let mut attempts: BTreeMap<String, BTreeMap<&str, Vec<bool>>> = BTreeMap::new();
+        for fact in self.course_in_order(course) {
+            let (item, correct) = match fact.name.as_str() {
+                "question_answered" => (id_in(fact.properties, "item_id"), fact.properties["correct"].as_bool()),
+                "quiz_submitted" => (
+                    id_in(fact.properties, "quiz_id"),
+                    Some(fact.properties["passed"].as_bool() == Some(true)),
+                ),
+                _ => continue,
+            };
+            if let (Some(item), Some(correct)) = (item, correct) {
+                attempts
+                    .entry(item)
+                    .or_default()
+                    .entry(fact.user)
+                    .or_default()
+                    .push(correct);
+            }
+        }
+        let items: Vec<Value> = attempts
+            .into_iter()
+            .map(|(item, learners)| {
+                let n = learners.len();
+                let first = learners.values().filter(|a| a.first() == Some(&true)).count();
+                let last = learners.values().filter(|a| a.last() == Some(&true)).count();
+                let until: Vec<usize> = learners
+                    .values()
+                    .filter_map(|a| a.iter().position(|c| *c).map(|i| i + 1))
+                    .collect();
+                json!({
+                    "item_id": item,
+                    "learners": n,
+                    "attempts": learners.values().map(Vec::len).sum::<usize>(),
+                    "first_attempt_correct_rate": rate(first, n),
+                    "last_attempt_correct_rate": rate(last, n),
+                    "mean_attempts_until_correct": rate(until.iter().sum(), until.len()),
+                    "never_correct": n - until.len(),
+                })
+            })
+            .collect();
+        json!({ "items": items })
+    }
+
+    /// `GET /v1/courses/{id}/videos`: per video (by id), viewers, full views and segment coverage.
+    pub fn videos(&self, course: &str) -> Value {
+        let mut videos: BTreeMap<String, BTreeMap<&str, Vec<&Fact<'a>>>> = BTreeMap::new();
+        for fact in self.course_in_order(course) {
+            if fact.name.starts_with("video_") && fact.name != "video_progress" {
+                if let Some(video) = id_in(fact.properties, "video_id") {
+                    videos
+                        .entry(video)
+                        .or_default()
+                        .entry(fact.user)
+                        .or_default()
+                        .push(fact);
+                }
+            }
+        }
+        let items: Vec<Value> = videos
+            .into_iter()
+            .map(|(video, learners)| {
+                let length = learners
+                    .values()
+                    .flatten()
+                    .filter_map(|f| number_in(f.properties, "length_s").filter(|l| *l > 0.0))
+                    .reduce(f64::max);
+                let watched: Vec<Vec<(f64, f64)>> = learners
+                    .values()
+                    .map(|events| watched_intervals(events))
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                let (full_views, segments) = match length {
+                    Some(length) => {
+                        let full = watched
+                            .iter()
+                            .filter(|w| coverage(w, length) >= FULL_VIEW * length)
+                            .count();
+                        let segments: Vec<Value> = (0..VIDEO_SEGMENTS)
+                            .map(|k| {
+                                let mid = length * (k as f64 + 0.5) / VIDEO_SEGMENTS as f64;
+                                let hits: Vec<usize> = watched
+                                    .iter()
+                                    .map(|w| w.iter().filter(|(a, b)| *a <= mid && mid <= *b).count())
+                                    .collect();
+                                json!({
+                                    "index": k,
+                                    "from_s": length * k as f64 / VIDEO_SEGMENTS as f64,
+                                    "to_s": length * (k + 1) as f64 / VIDEO_SEGMENTS as f64,
+                                    "viewers": hits.iter().filter(|n| **n >= 1).count(),
+                                    "rewatched": hits.iter().filter(|n| **n >= 2).count(),
+                                })
+                            })
+                            .collect();
+                        (json!(full), segments)
+                    }
+                    None => (Value::Null, Vec::new()),
+                };
+                json!({
+                    "video_id": video,
+                    "length_s": length,
+                    "viewers": watched.len(),
+                    "full_views": full_views,
+                    "segments": segments,
+                })
+            })
+            .collect();
+        json!({ "items": items })
+    }
+
+    /// Per learner of the course, the latest grade and the latest boolean `passed` of its
+    /// `course_graded` events.
+    fn grade_registers(facts: &[&Fact<'a>]) -> BTreeMap<&'a str, (Option<f64>, Option<bool>)> {
+        let mut registers: BTreeMap<&str, (Option<f64>, Option<bool>)> = BTreeMap::new();
+        for fact in facts.iter().filter(|f| f.name == "course_graded") {
+            let grade = number_in(fact.properties, "grade")
+                .or_else(|| {
+                    let max = number_in(fact.properties, "max_score").filter(|m| *m > 0.0)?;
+                    Some(number_in(fact.properties, "score")? / max)
+                })
+                .map(|g| g.clamp(0.0, 1.0));
+            let passed = fact.properties["passed"].as_bool();
+            if grade.is_some() || passed.is_some() {
+                let register = registers.entry(fact.user).or_default();
+                register.0 = grade.or(register.0);
+                register.1 = passed.or(register.1);
+            }
+        }
+        registers
+    }
+
+    /// `GET /v1/courses/{id}/grades?buckets=&pass_mark=`.
+    pub fn grades(&self, course: &str, buckets: usize, pass_mark: f64) -> Value {
+        let registers = Self::grade_registers(&self.course_in_order(course));
+        let mut counts = vec![0usize; buckets];
+        for grade in registers.values().filter_map(|r| r.0) {
+            // Bucket k holds [k/b, (k+1)/b), compared as the bounds the answer prints.
+            let k = (0..buckets)
+                .rev()
+                .find(|k| grade >= *k as f64 / buckets as f64)
+                .unwrap_or(0);
+            counts[k] += 1;
+        }
+        let passed = registers
+            .values()
+            .filter(|(grade, passed)| passed.or(grade.map(|g| g >= pass_mark)) == Some(true))
+            .count();
+        json!({
+            "graded": registers.len(),
+            "passed": passed,
+            "pass_rate": rate(passed, registers.len()),
+            "buckets": counts.iter().enumerate().map(|(k, n)| json!({
+                "from": k as f64 / buckets as f64, "to": (k + 1) as f64 / buckets as f64, "learners": n,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// `GET /v1/courses/{id}/at-risk` under `rules` as of `today`: every flagged current enrollee,
+    /// most reasons first, then by id, and the median progress.
+    pub fn at_risk(&self, course: &str, rules: RiskRules, today: NaiveDate) -> Value {
+        let facts = self.course_in_order(course);
+        let total_lessons = {
+            let mut published = self.of(&self.catalog, course);
+            published.sort_by(|a, b| a.order().cmp(&b.order()));
+            published
+                .iter()
+                .rev()
+                .find_map(|f| number_in(f.properties, "total_lessons").filter(|n| *n > 0.0))
+        };
+        let enrollees: Vec<&str> = Self::enrolment_states(&facts)
+            .into_iter()
+            .filter(|(_, enrolled)| *enrolled)
+            .map(|(user, _)| user)
+            .collect();
+        let grades = Self::grade_registers(&facts);
+        #[derive(Default)]
+        struct State {
+            last: Option<DateTime<Utc>>,
+            lessons: BTreeSet<String>,
+            /// Quiz attempts' outcomes in event order.
+            quizzes: Vec<bool>,
+        }
+        let mut states: BTreeMap<&str, State> = enrollees.iter().map(|u| (*u, State::default())).collect();
+        for fact in &facts {
+            let Some(state) = states.get_mut(fact.user) else {
+                continue;
+            };
+            state.last = Some(fact.ts);
+            if fact.name == "lesson_completed" {
+                if let Some(lesson) = id_in(fact.properties, "lesson_id") {
+                    state.lessons.insert(lesson);
+                }
+            }
+            if fact.name == "quiz_submitted" && id_in(fact.properties, "quiz_id").is_some() {
+                state.quizzes.push(fact.properties["passed"].as_bool() == Some(true));
+            }
+        }
+        let progress = |s: &State| total_lessons.map(|t| s.lessons.len() as f64 / t * 100.0);
+        let median_progress = median(states.values().filter_map(progress).collect());
+        let mut flagged: Vec<(usize, &str, Value)> = Vec::new();
+        for (user, state) in &states {
+            let progress_pct = progress(state);
+            let failed_in_row = state.quizzes.iter().rev().take_while(|passed| !**passed).count();
+            let grade = grades.get(user).and_then(|g| g.0);
+            let mut reasons = Vec::new();
+            if let Some(last) = state.last {
+                let idle = (today - last.date_naive()).num_days();
+                if idle >= rules.inactive_days {
+                    reasons.push(json!({"rule": "inactive", "value": idle, "threshold": rules.inactive_days}));
+                }
+            }
+            if let (Some(p), Some(m)) = (progress_pct, median_progress) {
+                if m - p >= rules.behind_points {
+                    reasons.push(json!({"rule": "behind", "value": m - p, "threshold": rules.behind_points}));
+                }
+            }
+            if failed_in_row >= rules.failed_in_row {
+                reasons.push(json!({"rule": "failing", "value": failed_in_row, "threshold": rules.failed_in_row}));
+            }
+            if let Some(g) = grade.filter(|g| *g < rules.pass_mark) {
+                reasons.push(json!({"rule": "grade", "value": g, "threshold": rules.pass_mark}));
+            }
+            if !reasons.is_empty() {
+                let row = json!({
+                    "user_id": user,
+                    "reasons": reasons,
+                    "last_activity_at": state.last.map(millis),
+                    "progress_pct": progress_pct,
+                    "failed_in_row": failed_in_row,
+                    "grade": grade,
+                });
+                flagged.push((reasons.len(), user, row));
+            }
+        }
+        flagged.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        json!({
+            "total": flagged.len(),
+            "median_progress_pct": median_progress,
+            "items": flagged.into_iter().map(|(_, _, row)| row).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Daily time on task over `from..=to` of `facts` (one course's, or one learner's): reported
+    /// seconds and learners by the day of each event; sessions (per learner) by the day they start.
+    fn time_on_task(facts: &[&Fact<'a>], from: NaiveDate, to: NaiveDate, with_learners: bool) -> Value {
+        let mut times: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+        let mut days: BTreeMap<NaiveDate, (i64, i64, usize, BTreeSet<&str>)> = BTreeMap::new();
+        for fact in facts {
+            times.entry(fact.user).or_default().push(fact.ts);
+            let day = days.entry(fact.day).or_default();
+            day.0 += fact.reported_s();
+            day.3.insert(fact.user);
+        }
+        for times in times.values_mut() {
+            times.sort_unstable();
+            for (start, ms) in sessions(times) {
+                let day = days.entry(start.date_naive()).or_default();
+                day.1 += ms;
+                day.2 += 1;
+            }
+        }
+        let (mut reported, mut ms, mut count) = (0, 0, 0);
+        let series: Vec<Value> = each_day(from, to)
+            .map(|date| {
+                let (r, m, n, learners) = days.get(&date).cloned().unwrap_or_default();
+                (reported, ms, count) = (reported + r, ms + m, count + n);
+                let mut row = json!({"date": date, "reported_s": r, "session_s": m as f64 / 1000.0, "sessions": n});
+                if with_learners {
+                    row["learners"] = json!(learners.len());
+                }
+                row
+            })
+            .collect();
+        json!({
+            "series": series,
+            "totals": {"reported_s": reported, "session_s": ms as f64 / 1000.0, "sessions": count},
+        })
+    }
+
+    /// `GET /v1/courses/{id}/time-on-task?from&to`.
+    pub fn course_time_on_task(&self, course: &str, from: NaiveDate, to: NaiveDate) -> Value {
+        Self::time_on_task(&self.of(&self.by_course, course), from, to, true)
+    }
+
+    /// `GET /v1/users/{id}/time-on-task?from&to`: over all the learner's events.
+    pub fn user_time_on_task(&self, user: &str, from: NaiveDate, to: NaiveDate) -> Value {
+        Self::time_on_task(&self.of(&self.by_user, user), from, to, false)
+    }
+}
+
 /// Where an api answer differs from the expected one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
@@ -831,7 +1627,7 @@ pub struct Difference {
 /// Every field of `expected` that `actual` does not have equal (fields `actual` has besides are
 /// not compared). Integers compare exactly, other numbers within 1e-9 relative; strings that are
 /// both RFC 3339 times compare as instants; array items pair by position and are named by their
-/// `date`, `module_id` or index.
+/// `date`, `module_id`, `item_id`, `video_id`, `user_id`, `rule` or index.
 pub fn differences(expected: &Value, actual: &Value) -> Vec<Difference> {
     let mut out = Vec::new();
     compare(String::new(), expected, actual, &mut out);
@@ -859,7 +1655,7 @@ fn compare(path: String, expected: &Value, actual: &Value, out: &mut Vec<Differe
                     items.get(i).unwrap_or(&Value::Null),
                     others.get(i).unwrap_or(&Value::Null),
                 );
-                let label = ["date", "module_id"]
+                let label = ["date", "module_id", "item_id", "video_id", "user_id", "rule"]
                     .iter()
                     .find_map(|k| e.get(k).or_else(|| a.get(k)).and_then(Value::as_str))
                     .map_or_else(|| i.to_string(), str::to_owned);
@@ -1147,13 +1943,27 @@ mod tests {
         assert_eq!(json!(completions), top["lesson_completed"]);
 
         let users = generated.users();
-        assert_eq!(users.len(), 50 + 5);
+        assert_eq!(
+            users.len(),
+            50 + 5 + 4,
+            "learners, visitors and the four courses' instructors"
+        );
         let stats: Vec<Value> = users.iter().map(|u| truth.user_stats(u, to).unwrap()).collect();
         let sum = |field: &str| stats.iter().map(|s| s[field].as_i64().unwrap()).sum::<i64>();
         assert_eq!(sum("learning_time_s"), time, "learning time is the courses' time spent");
         assert_eq!(json!(sum("courses_enrolled")), top["course_enrolled"]);
         assert_eq!(json!(sum("badges")), top["badge_earned"]);
-        assert_eq!(json!(sum("quizzes_taken")), top["quiz_submitted"]);
+        let quizzes_taken: BTreeSet<(&str, &str)> = generated
+            .events
+            .iter()
+            .filter(|e| e["event"] == "Quiz Submitted")
+            .map(|e| (user_of(e).unwrap(), e["properties"]["quiz_id"].as_str().unwrap()))
+            .collect();
+        assert_eq!(sum("quizzes_taken") as usize, quizzes_taken.len());
+        assert!(
+            top["quiz_submitted"].as_u64().unwrap() as usize > quizzes_taken.len(),
+            "some retake a quiz"
+        );
         assert_eq!(sum("active_days") as usize, generated.dau.values().sum::<usize>());
         assert!(stats
             .iter()
@@ -1162,6 +1972,193 @@ mod tests {
         let sample = generated.sample_users(20);
         assert_eq!(sample.len(), 20);
         assert!(sample.iter().any(|u| u.starts_with("anon-")) && sample.iter().any(|u| u.starts_with("learner-")));
+    }
+
+    #[test]
+    fn learners_follow_the_course_order_and_every_new_event_is_there() {
+        let generated = small().generate();
+        let count = |name: &str| generated.events.iter().filter(|e| e["event"] == name).count();
+        assert_eq!(count("Course Published"), 4);
+        for name in [
+            "Course Unenrolled",
+            "Content Viewed",
+            "Question Answered",
+            "Course Graded",
+            "Video Played",
+            "Video Paused",
+            "Video Seeked",
+            "Video Completed",
+        ] {
+            assert!(count(name) > 0, "no {name}");
+        }
+        assert!(count("Question Answered") > count("Quiz Submitted"));
+        // A learner's items of a course come in the catalog's order (a retaken quiz repeats its
+        // questions, a rewatch its video: only first touches are compared).
+        let truth = generated.truth();
+        for course in generated.courses() {
+            let items = truth.catalog_items(&course);
+            assert_eq!(
+                items.len(),
+                8 + 3 + 2 * 4,
+                "lessons, videos after the 2nd, 5th and 8th, quizzes and questions"
+            );
+            let position = |id: &str| items.iter().position(|i| i == id);
+            let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+            for event in generated
+                .events
+                .iter()
+                .filter(|e| e["properties"]["course_id"] == course.as_str())
+            {
+                let p = &event["properties"];
+                let item = ["item_id", "video_id", "lesson_id"].iter().find_map(|f| p[f].as_str());
+                if let Some(at) = item.and_then(position) {
+                    let seen = last.entry(user_of(event).unwrap()).or_insert(at);
+                    assert!(at + 4 >= *seen, "{event} goes back in the course");
+                    *seen = (*seen).max(at);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_instructor_answers_add_up() {
+        let generated = small().generate();
+        let truth = generated.truth();
+        let today = generated.to + Duration::days(1);
+        let events_of = |course: &str, name: &str| {
+            generated
+                .events
+                .iter()
+                .filter(|e| e["properties"]["course_id"] == course && stored_name(e) == name)
+                .count()
+        };
+        let (mut flagged, mut full_views) = (0, 0);
+        for course in generated.courses() {
+            let engagement = truth.engagement(&course, today);
+            let enrollees = engagement["current_enrollees"].as_u64().unwrap() as usize;
+            assert_eq!(
+                enrollees,
+                events_of(&course, "course_enrolled") - events_of(&course, "course_unenrolled"),
+                "each learner enrols once and unenrols at most once"
+            );
+            assert!(engagement["active_7d"].as_u64() <= engagement["active_30d"].as_u64());
+
+            let drop = truth.drop_off(&course);
+            let reach: Vec<u64> = drop["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["learners"].as_u64().unwrap())
+                .collect();
+            assert_eq!(reach.len(), truth.catalog_items(&course).len());
+            assert!(reach[0] >= *reach.last().unwrap() && reach[0] > 0);
+            assert_eq!(drop["uncatalogued"], json!([]), "every item is in the catalog");
+
+            let difficulty = truth.difficulty(&course);
+            let attempts: u64 = difficulty["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["attempts"].as_u64().unwrap())
+                .sum();
+            let answered = events_of(&course, "question_answered") + events_of(&course, "quiz_submitted");
+            assert_eq!(attempts as usize, answered);
+
+            let grades = truth.grades(&course, 10, 0.5);
+            assert_eq!(grades["graded"], json!(events_of(&course, "course_graded")));
+            let bucketed: u64 = grades["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["learners"].as_u64().unwrap())
+                .sum();
+            assert_eq!(grades["graded"], json!(bucketed));
+
+            let videos = truth.videos(&course);
+            for video in videos["items"].as_array().unwrap() {
+                let viewers = video["viewers"].as_u64().unwrap();
+                assert!(video["full_views"].as_u64().unwrap() <= viewers);
+                assert_eq!(video["segments"].as_array().unwrap().len(), VIDEO_SEGMENTS);
+                full_views += video["full_views"].as_u64().unwrap();
+            }
+
+            let risk = truth.at_risk(&course, RiskRules::default(), today);
+            let items = risk["items"].as_array().unwrap();
+            assert_eq!(risk["total"], json!(items.len()));
+            assert!(items.len() <= enrollees);
+            let reasons: Vec<usize> = items.iter().map(|i| i["reasons"].as_array().unwrap().len()).collect();
+            assert!(reasons.windows(2).all(|w| w[0] >= w[1]), "most reasons first");
+            flagged += items.len();
+
+            let time = truth.course_time_on_task(&course, generated.from, generated.to);
+            let reported: i64 = generated
+                .events
+                .iter()
+                .filter(|e| e["properties"]["course_id"] == course.as_str() && stored_name(e) != "course_published")
+                .map(|e| {
+                    let p = &e["properties"];
+                    p["duration_s"].as_i64().or(p["time_spent_s"].as_i64()).unwrap_or(0)
+                })
+                .sum();
+            assert_eq!(time["totals"]["reported_s"], json!(reported));
+        }
+        assert!(flagged > 0 && full_views > 0);
+    }
+
+    #[test]
+    fn a_play_is_watched_until_a_pause_seek_or_completion_and_sessions_break_after_30_minutes() {
+        let at = |minute: i64| {
+            NaiveDate::from_ymd_opt(2026, 3, 1)
+                .unwrap()
+                .and_hms_opt(9, 0, 0)
+                .unwrap()
+                .and_utc()
+                + Duration::minutes(minute)
+        };
+        let properties = [
+            json!({"position_s": 0}),
+            json!({"from_s": 60, "to_s": 20}),
+            json!({"position_s": 20}),
+            json!({"position_s": 30}),
+            json!({"position_s": 100}),
+            json!({"position_s": 90}),
+            json!({"position_s": 50}),
+        ];
+        let names = [
+            "video_played",
+            "video_seeked",
+            "video_played",
+            "video_played",
+            "video_completed",
+            "video_played",
+            "video_paused",
+        ];
+        let facts: Vec<Fact<'_>> = names
+            .iter()
+            .zip(&properties)
+            .enumerate()
+            .map(|(i, (name, properties))| Fact {
+                user: "u",
+                message_id: "m",
+                name: (*name).to_owned(),
+                day: at(0).date_naive(),
+                ts: at(i as i64),
+                properties,
+            })
+            .collect();
+        let events: Vec<&Fact<'_>> = facts.iter().collect();
+        // 0→60 (the seek's from), 20→30 cut by the next play, 30→100, and 90→50 backwards: none.
+        assert_eq!(watched_intervals(&events), vec![(0.0, 60.0), (30.0, 100.0)]);
+        assert_eq!(coverage(&[(0.0, 60.0), (30.0, 100.0), (120.0, 130.0)], 100.0), 100.0);
+
+        let times = [at(0), at(10), at(40), at(71), at(72)];
+        assert_eq!(
+            sessions(&times),
+            vec![(at(0), 40 * 60_000), (at(71), 60_000)],
+            "30 minutes apart is one session, 31 is two"
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
     }
 
     #[test]

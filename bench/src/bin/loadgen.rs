@@ -5,7 +5,9 @@
 //! resends, batches sent twice and late events; `--mix none` sends every event once, in order),
 //! and prints what it sent and how fast. With `--verify-api`, it then polls the api until its DAU
 //! equals the generator's own count, and checks top events, top pages, every course's analytics
-//! and the stats of a sample of learners against the generator's counts over the distinct events.
+//! and instructor metrics (engagement, at-risk learners, drop-off, item difficulty, videos,
+//! grades, time on task) and the stats and time on task of a sample of learners against the
+//! generator's counts over the distinct events; then prints one course as its instructor sees it.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +15,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use bench::{differences, Generated, Mix, Truth, Workload};
+use bench::{differences, Generated, Mix, RiskRules, Truth, Workload};
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
 use futures::{stream, StreamExt as _};
@@ -151,6 +153,8 @@ async fn main() -> anyhow::Result<()> {
             "dau": generated.dau, "top_events": expected.top_events, "top_pages": expected.top_pages,
             "courses": expected.courses.iter().cloned().collect::<BTreeMap<_, _>>(),
             "users": expected.users(chrono::Utc::now().date_naive()).into_iter().collect::<BTreeMap<_, _>>(),
+            "instructor": expected.instructor(chrono::Utc::now().date_naive()).into_iter()
+                .map(|(what, path, _, value)| (format!("{what} {path}"), value)).collect::<BTreeMap<_, _>>(),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -168,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         verify_dau(&api, &generated.dau, Duration::from_secs(args.verify_timeout_s)).await?;
         let outcome = check(&api, &expected, Duration::from_secs(args.check_timeout_s)).await?;
         headlines(&api, &expected, generated.from, generated.to).await?;
+        instructor_view(&api, &expected).await?;
         outcome.report()?;
     }
     Ok(())
@@ -361,6 +366,58 @@ impl<'a> Expected<'a> {
         }
     }
 
+    /// The instructor metrics of every course and the time on task of the sample as of `today`
+    /// (activity windows and idle days depend on it): (what, api path, metric, expected answer).
+    fn instructor(&self, today: NaiveDate) -> Vec<(String, String, &'static str, Value)> {
+        let (from, to, truth) = (self.from, self.to, &self.truth);
+        let mut out = Vec::new();
+        for (course, _) in &self.courses {
+            let base = format!("/v1/courses/{course}");
+            let what = format!("course {course}");
+            let rules = RiskRules::default();
+            for (path, metric, value) in [
+                (
+                    format!("{base}/engagement"),
+                    "engagement",
+                    truth.engagement(course, today),
+                ),
+                (
+                    format!("{base}/at-risk?limit=500"),
+                    "at-risk",
+                    truth.at_risk(course, rules, today),
+                ),
+                (format!("{base}/drop-off"), "drop-off", truth.drop_off(course)),
+                (
+                    format!("{base}/items/difficulty"),
+                    "item difficulty",
+                    truth.difficulty(course),
+                ),
+                (format!("{base}/videos"), "videos", truth.videos(course)),
+                (
+                    format!("{base}/grades"),
+                    "grades",
+                    truth.grades(course, 10, rules.pass_mark),
+                ),
+                (
+                    format!("{base}/time-on-task?from={from}&to={to}"),
+                    "time on task",
+                    truth.course_time_on_task(course, from, to),
+                ),
+            ] {
+                out.push((what.clone(), path, metric, value));
+            }
+        }
+        for user in self.sample {
+            out.push((
+                format!("user {user}"),
+                format!("/v1/users/{user}/time-on-task?from={from}&to={to}"),
+                "time on task",
+                truth.user_time_on_task(user, from, to),
+            ));
+        }
+        out
+    }
+
     /// (user, stats) of the sample as of `today` (the current streak depends on it).
     fn users(&self, today: NaiveDate) -> Vec<(String, Value)> {
         self.sample
@@ -459,6 +516,24 @@ async fn compare_all(api: &Api<'_>, expected: &Expected<'_>) -> anyhow::Result<O
             format!("user {user}"),
             &wanted,
             &reply.unwrap_or_default(),
+        );
+    }
+    let instructor = expected.instructor(chrono::Utc::now().date_naive());
+    let replies: Vec<anyhow::Result<Option<Value>>> = stream::iter(instructor.iter())
+        .map(|(_, path, _, _)| api.get(path))
+        .buffered(8)
+        .collect()
+        .await;
+    for ((what, path, metric, wanted), reply) in instructor.iter().zip(replies) {
+        let route = path.split('?').next().unwrap_or_default();
+        let route = route.rsplit_once("/v1/").map_or(route, |(_, r)| r);
+        let field = route.split('/').skip(2).collect::<Vec<_>>().join("/");
+        add(
+            &mut outcome,
+            metric,
+            format!("{what} {field}"),
+            wanted,
+            &reply?.unwrap_or_default(),
         );
     }
     Ok(outcome)
@@ -573,6 +648,136 @@ async fn headlines(api: &Api<'_>, expected: &Expected<'_>, from: NaiveDate, to: 
             t["completion_rate"].as_f64().unwrap_or_default() * 100.0
         );
     }
+    Ok(())
+}
+
+/// Prints one course (the most at-risk rules at work, then the most enrollees) as its instructor
+/// sees it, from the api's instructor routes: enrollees and activity, at-risk learners, drop-off
+/// along the items, the hardest item, the most watched video, grades and time on task.
+async fn instructor_view(api: &Api<'_>, expected: &Expected<'_>) -> anyhow::Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    // The course that shows the most at-risk rules at work, then the most enrollees.
+    let Some((course, _)) = expected.courses.iter().max_by_key(|(c, _)| {
+        let risk = expected.truth.at_risk(c, RiskRules::default(), today);
+        let rules: std::collections::BTreeSet<String> = risk["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|i| i["reasons"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["rule"].as_str().map(str::to_owned))
+            .collect();
+        let enrollees = expected.truth.engagement(c, today)["current_enrollees"].as_i64();
+        (rules.len(), enrollees)
+    }) else {
+        return Ok(());
+    };
+    let get = |route: &str| {
+        let path = format!("/v1/courses/{course}/{route}");
+        async move { anyhow::Ok(api.get(&path).await?.unwrap_or_default()) }
+    };
+    let (from, to) = (expected.from, expected.to);
+    let (engagement, risk, drop, difficulty, videos, grades, time) = tokio::try_join!(
+        get("engagement"),
+        get("at-risk?limit=500"),
+        get("drop-off"),
+        get("items/difficulty"),
+        get("videos"),
+        get("grades"),
+        get(&format!("time-on-task?from={from}&to={to}")),
+    )?;
+    let n = |v: &Value| v.as_i64().unwrap_or_default();
+    let pct = |v: &Value| v.as_f64().map_or("–".to_owned(), |r| format!("{:.0}%", r * 100.0));
+    println!("\ninstructor view of {course} (api, as of {today}):");
+    println!(
+        "  enrolled now {}, active in the last 7 days {}, in 30 days {}",
+        n(&engagement["current_enrollees"]),
+        n(&engagement["active_7d"]),
+        n(&engagement["active_30d"])
+    );
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for learner in risk["items"].as_array().into_iter().flatten() {
+        for reason in learner["reasons"].as_array().into_iter().flatten() {
+            *reasons.entry(reason["rule"].as_str().unwrap_or("?")).or_default() += 1;
+        }
+    }
+    let reasons: Vec<String> = reasons.iter().map(|(r, k)| format!("{r} {k}")).collect();
+    println!(
+        "  at risk: {} learners ({}); median progress {:.0}%",
+        n(&risk["total"]),
+        reasons.join(", "),
+        risk["median_progress_pct"].as_f64().unwrap_or_default()
+    );
+    let items = drop["items"].as_array().cloned().unwrap_or_default();
+    if let (Some(first), Some(last)) = (items.first(), items.last()) {
+        let steepest = items.iter().filter(|i| i["from_previous"].is_number()).min_by(|a, b| {
+            let rate = |i: &Value| i["from_previous"].as_f64().unwrap_or(1.0);
+            rate(a).total_cmp(&rate(b))
+        });
+        println!(
+            "  drop-off over {} items: {} learners reached {}, {} the last ({}); steepest: {} ({} of the item before)",
+            items.len(),
+            n(&first["learners"]),
+            first["item_id"].as_str().unwrap_or("?"),
+            n(&last["learners"]),
+            last["item_id"].as_str().unwrap_or("?"),
+            steepest.and_then(|s| s["item_id"].as_str()).unwrap_or("–"),
+            steepest.map_or("–".to_owned(), |s| pct(&s["from_previous"])),
+        );
+    }
+    let hardest = difficulty["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| n(&i["learners"]) >= 10)
+        .min_by(|a, b| {
+            let rate = |i: &Value| i["first_attempt_correct_rate"].as_f64().unwrap_or(1.0);
+            rate(a).total_cmp(&rate(b))
+        });
+    if let Some(item) = hardest {
+        println!(
+            "  hardest item: {} ({} learners, {} right first time, {:.2} attempts until right, {} never right)",
+            item["item_id"].as_str().unwrap_or("?"),
+            n(&item["learners"]),
+            pct(&item["first_attempt_correct_rate"]),
+            item["mean_attempts_until_correct"].as_f64().unwrap_or_default(),
+            n(&item["never_correct"])
+        );
+    }
+    if let Some(video) = videos["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .max_by_key(|v| n(&v["viewers"]))
+    {
+        let rewatched = video["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .max_by_key(|s| n(&s["rewatched"]));
+        println!(
+            "  video {} ({:.0} s): {} viewers, {} full views (95% or more watched); most rewatched: {:.0}-{:.0} s, by {}",
+            video["video_id"].as_str().unwrap_or("?"),
+            video["length_s"].as_f64().unwrap_or_default(),
+            n(&video["viewers"]),
+            n(&video["full_views"]),
+            rewatched.and_then(|s| s["from_s"].as_f64()).unwrap_or_default(),
+            rewatched.and_then(|s| s["to_s"].as_f64()).unwrap_or_default(),
+            rewatched.map_or(0, |s| n(&s["rewatched"]))
+        );
+    }
+    println!(
+        "  grades: {} graded, {} passed (pass rate {})",
+        n(&grades["graded"]),
+        n(&grades["passed"]),
+        pct(&grades["pass_rate"])
+    );
+    let totals = &time["totals"];
+    println!(
+        "  time on task {from} to {to}: {:.0} h reported, {:.0} h in {} sessions",
+        n(&totals["reported_s"]) as f64 / 3600.0,
+        totals["session_s"].as_f64().unwrap_or_default() / 3600.0,
+        n(&totals["sessions"])
+    );
     Ok(())
 }
 
