@@ -1422,6 +1422,429 @@ async fn the_dashboard_renders_live_data_in_headless_chromium() {
     assert_eq!(cached.headers()["x-cache"], "hit");
 }
 
+/// Course k1 as an instructor sees it, with times relative to today (at-risk and activity windows
+/// count days back from today), in project p1. Its catalog comes from `course_published`: lessons
+/// l1, l2, video v1, quiz q1 with questions q1-a and q1-b. The numbers the dashboard test asserts
+/// are worked out from these in its comments.
+fn instructor_events() -> Vec<Value> {
+    let today = chrono::Utc::now().date_naive();
+    let at = |days: u64, time: &str| format!("{}T{time}Z", today - chrono::Days::new(days));
+    let k1 = |extra: Value| {
+        let mut properties = json!({"course_id": "k1"});
+        properties
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        properties
+    };
+    let e = |user: &str, name: &str, ts: String, extra: Value| ev("p1", user, name, &ts, k1(extra));
+    let video = |position: u32| json!({"video_id": "v1", "length_s": 100, "position_s": position});
+    vec![
+        e(
+            "t1",
+            "course_published",
+            at(28, "08:00:00"),
+            json!({"title": "Statistics", "total_lessons": 2, "instructor_id": "t1",
+                   "items": ["l1", "l2", "v1", "q1", "q1-a", "q1-b"]}),
+        ),
+        // a: everything, right on the second try of q1-b, rewatches 20-60 s of v1; active 2 days ago.
+        e("a", "course_enrolled", at(20, "10:00:00"), json!({})),
+        e("a", "lesson_started", at(20, "10:01:00"), json!({"lesson_id": "l1"})),
+        e(
+            "a",
+            "lesson_completed",
+            at(20, "10:10:00"),
+            json!({"lesson_id": "l1", "time_spent_s": 540}),
+        ),
+        e("a", "video_played", at(20, "10:11:00"), video(0)),
+        e(
+            "a",
+            "video_seeked",
+            at(20, "10:12:00"),
+            json!({"video_id": "v1", "length_s": 100, "from_s": 60, "to_s": 20}),
+        ),
+        e("a", "video_played", at(20, "10:12:30"), video(20)),
+        e("a", "video_completed", at(20, "10:14:00"), {
+            let mut v = video(100);
+            v["duration_s"] = json!(80);
+            v
+        }),
+        e(
+            "a",
+            "question_answered",
+            at(20, "10:15:00"),
+            json!({"quiz_id": "q1", "item_id": "q1-a", "correct": true, "duration_s": 30}),
+        ),
+        e(
+            "a",
+            "question_answered",
+            at(20, "10:16:00"),
+            json!({"quiz_id": "q1", "item_id": "q1-b", "correct": false}),
+        ),
+        e(
+            "a",
+            "question_answered",
+            at(20, "10:17:00"),
+            json!({"quiz_id": "q1", "item_id": "q1-b", "correct": true}),
+        ),
+        e(
+            "a",
+            "quiz_submitted",
+            at(20, "10:18:00"),
+            json!({"quiz_id": "q1", "score": 100, "max_score": 100, "passed": true}),
+        ),
+        e("a", "lesson_started", at(2, "09:00:00"), json!({"lesson_id": "l2"})),
+        e(
+            "a",
+            "lesson_completed",
+            at(2, "09:20:00"),
+            json!({"lesson_id": "l2", "time_spent_s": 1200}),
+        ),
+        e(
+            "a",
+            "course_graded",
+            at(2, "09:21:00"),
+            json!({"grade": 0.9, "passed": true}),
+        ),
+        // b: one lesson, 40 s of v1, fails q1 three times and stops coming.
+        e("b", "course_enrolled", at(25, "11:00:00"), json!({})),
+        e("b", "lesson_started", at(25, "11:02:00"), json!({"lesson_id": "l1"})),
+        e(
+            "b",
+            "lesson_completed",
+            at(25, "11:20:00"),
+            json!({"lesson_id": "l1", "time_spent_s": 1080}),
+        ),
+        e("b", "video_played", at(25, "11:21:00"), video(0)),
+        e("b", "video_paused", at(25, "11:22:00"), {
+            let mut v = video(40);
+            v["duration_s"] = json!(40);
+            v
+        }),
+        e(
+            "b",
+            "question_answered",
+            at(24, "15:00:00"),
+            json!({"quiz_id": "q1", "item_id": "q1-a", "correct": false}),
+        ),
+        e(
+            "b",
+            "question_answered",
+            at(24, "15:05:00"),
+            json!({"quiz_id": "q1", "item_id": "q1-a", "correct": false}),
+        ),
+        e(
+            "b",
+            "quiz_submitted",
+            at(24, "15:06:00"),
+            json!({"quiz_id": "q1", "score": 0, "passed": false}),
+        ),
+        e(
+            "b",
+            "quiz_submitted",
+            at(24, "15:10:00"),
+            json!({"quiz_id": "q1", "score": 0, "passed": false}),
+        ),
+        e(
+            "b",
+            "quiz_submitted",
+            at(24, "15:15:00"),
+            json!({"quiz_id": "q1", "score": 10, "passed": false}),
+        ),
+        // c: opens l1 and unenrols the next day.
+        e("c", "course_enrolled", at(10, "12:00:00"), json!({})),
+        e(
+            "c",
+            "content_viewed",
+            at(10, "12:03:00"),
+            json!({"item_id": "l1", "duration_s": 45}),
+        ),
+        e("c", "course_unenrolled", at(9, "08:00:00"), json!({})),
+        // d: both lessons, graded under the pass mark.
+        e("d", "course_enrolled", at(5, "14:00:00"), json!({})),
+        e(
+            "d",
+            "lesson_completed",
+            at(5, "14:01:00"),
+            json!({"lesson_id": "l1", "time_spent_s": 600}),
+        ),
+        e(
+            "d",
+            "lesson_completed",
+            at(3, "14:00:00"),
+            json!({"lesson_id": "l2", "time_spent_s": 700}),
+        ),
+        e(
+            "d",
+            "course_graded",
+            at(3, "14:05:00"),
+            json!({"grade": 0.35, "passed": false}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_dashboards_instructor_panels_show_the_apis_numbers_in_headless_chromium() {
+    let mut stack = stack().await;
+    stack.publish(&instructor_events()).await;
+    let today = chrono::Utc::now().date_naive();
+    let from = today - chrono::Days::new(30);
+    let course = |route: &str| format!("/v1/courses/k1/{route}");
+
+    // The api's answers, checked against the events by hand; the page must show these.
+    let engagement = stack.ok(&course("engagement"), READ_KEY).await;
+    // Enrolled now: a, b, d (c unenrolled). Latest event within 7 days: a (2), d (3); within 30: all.
+    assert_eq!(
+        [
+            &engagement["current_enrollees"],
+            &engagement["active_7d"],
+            &engagement["active_30d"]
+        ],
+        [&json!(3), &json!(2), &json!(4)],
+        "{engagement}"
+    );
+    let risk = stack.ok(&course("at-risk"), READ_KEY).await;
+    // Progress a 100, b 50, d 100: median 100. b: idle 24 days, 50 points behind, 3 failed quizzes;
+    // d: grade 0.35.
+    assert_eq!(risk["total"], 2, "{risk}");
+    assert_eq!(risk["median_progress_pct"], 100.0, "{risk}");
+    let flagged: Vec<(&str, Vec<(&str, f64)>)> = risk["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let reasons = l["reasons"].as_array().unwrap();
+            let reasons = reasons
+                .iter()
+                .map(|r| (r["rule"].as_str().unwrap(), r["value"].as_f64().unwrap()));
+            (l["user_id"].as_str().unwrap(), reasons.collect())
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            ("b", vec![("inactive", 24.0), ("behind", 50.0), ("failing", 3.0)]),
+            ("d", vec![("grade", 0.35)])
+        ]
+    );
+    let drop = stack.ok(&course("drop-off"), READ_KEY).await;
+    // l1: a, b, d and c (who opened it); l2: a, d; v1, q1, q1-a: a, b; q1-b: a.
+    let reach: Vec<(&str, i64)> = drop["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["item_id"].as_str().unwrap(), i["learners"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        reach,
+        [("l1", 4), ("l2", 2), ("v1", 2), ("q1", 2), ("q1-a", 2), ("q1-b", 1)]
+    );
+    let difficulty = stack.ok(&course("items/difficulty"), READ_KEY).await;
+    let q1b = &difficulty["items"].as_array().unwrap()[2];
+    // a: wrong, then right.
+    assert_eq!(
+        (
+            &q1b["item_id"],
+            &q1b["first_attempt_correct_rate"],
+            &q1b["last_attempt_correct_rate"]
+        ),
+        (&json!("q1-b"), &json!(0.0), &json!(1.0)),
+        "{difficulty}"
+    );
+    assert_eq!(q1b["mean_attempts_until_correct"], 2.0);
+    let videos = stack.ok(&course("videos"), READ_KEY).await;
+    let v1 = &videos["items"][0];
+    // a watched 0-60 and 20-100 (all of it, 20-60 twice), b 0-40.
+    assert_eq!((&v1["viewers"], &v1["full_views"]), (&json!(2), &json!(1)), "{videos}");
+    let segment = |k: usize| {
+        (
+            v1["segments"][k]["viewers"].as_i64(),
+            v1["segments"][k]["rewatched"].as_i64(),
+        )
+    };
+    assert_eq!(
+        [segment(0), segment(4), segment(8), segment(12)],
+        [
+            (Some(2), Some(0)),
+            (Some(2), Some(1)),
+            (Some(1), Some(1)),
+            (Some(1), Some(0))
+        ]
+    );
+    let grades = stack.ok(&course("grades"), READ_KEY).await;
+    assert_eq!(
+        (&grades["graded"], &grades["passed"], &grades["pass_rate"]),
+        (&json!(2), &json!(1), &json!(0.5)),
+        "{grades}"
+    );
+    let time = stack
+        .ok(&course(&format!("time-on-task?from={from}&to={today}")), READ_KEY)
+        .await;
+    // Two sessions each; a 18 + 21 min, b 22 + 15, c 3 + 0, d 1 + 5: 85 min. Reported: the lessons'
+    // time spent and the durations of a's video and answer, b's pause and c's reading.
+    assert_eq!(
+        (
+            &time["totals"]["sessions"],
+            &time["totals"]["session_s"],
+            &time["totals"]["reported_s"]
+        ),
+        (&json!(8), &json!(5100.0), &json!(4315)),
+        "{time}"
+    );
+
+    let url = format!("{}/?key={READ_KEY}&from={from}&to={today}&course=k1", stack.base);
+    let profile = std::env::temp_dir().join(format!("chromium-{}-instructor", stack.env.id));
+    let dom = eventually(
+        "the dashboard to render every panel",
+        Duration::from_secs(120),
+        || async {
+            let dom = chromium(&profile, &url, &["--dump-dom"]).await;
+            dom.contains(r#"data-ready="true""#).then_some(dom)
+        },
+    )
+    .await;
+    let screenshot = test_output_dir().join("dashboard-instructor.png");
+    std::fs::remove_file(&screenshot).ok();
+    chromium(&profile, &url, &[&format!("--screenshot={}", screenshot.display())]).await;
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    std::fs::remove_dir_all(&profile).ok();
+    let shown = &dom[dom.find("<main>").unwrap_or(0)..dom.find("</main>").unwrap_or(dom.len())];
+    assert!(!shown.contains(r#"class="error""#), "{shown}");
+
+    let within = |html: &str, start: &str| -> String {
+        let at = html.find(start).unwrap_or_else(|| panic!("no {start:?} in:\n{html}"));
+        let end = html[at..].find("</tr>").map_or(html.len(), |e| at + e);
+        html[at..end].to_owned()
+    };
+    let engagement_html = panel(&dom, "instructor-panel");
+    assert!(
+        engagement_html.contains(r#"<option value="k1" selected="">k1</option>"#),
+        "{engagement_html}"
+    );
+    for (kpi, value) in [("current_enrollees", 3), ("active_7d", 2), ("active_30d", 4)] {
+        let needle = format!(r#"data-kpi="{kpi}"><b>{value}</b>"#);
+        assert!(engagement_html.contains(&needle), "no {needle}:\n{engagement_html}");
+    }
+    let risk_html = panel(&dom, "at-risk");
+    let b = within(risk_html, r#"<tr data-user="b">"#);
+    for chip in [
+        r#"data-rule="inactive">inactive 24 d (≥ 14)"#,
+        r#"data-rule="behind">behind 50 pts (≥ 25)"#,
+        r#"data-rule="failing">failed 3 in a row (≥ 3)"#,
+        r#"<td class="num">50%</td>"#,
+    ] {
+        assert!(b.contains(chip), "learner b lacks {chip}:\n{b}");
+    }
+    let d = within(risk_html, r#"<tr data-user="d">"#);
+    assert!(d.contains(r#"data-rule="grade">grade 0.35 (&lt; 0.5)"#), "{d}");
+    assert!(
+        risk_html.find(r#"data-user="b""#) < risk_html.find(r#"data-user="d""#),
+        "most reasons first"
+    );
+    assert!(!risk_html.contains(r#"data-user="a""#) && !risk_html.contains(r#"data-user="c""#));
+    assert!(
+        risk_html.contains("2 learner(s) flagged · median progress 100%"),
+        "{risk_html}"
+    );
+
+    let drop_html = panel(&dom, "drop-off");
+    let bars: Vec<(String, String)> = drop_html
+        .match_indices(r#"class="reach" data-item=""#)
+        .map(|(at, m)| {
+            let rest = &drop_html[at + m.len()..];
+            let item = &rest[..rest.find('"').unwrap()];
+            let learners = rest.split(r#"data-learners=""#).nth(1).unwrap();
+            (item.to_owned(), learners[..learners.find('"').unwrap()].to_owned())
+        })
+        .collect();
+    let api_bars: Vec<(String, String)> = reach.iter().map(|(i, n)| ((*i).to_owned(), n.to_string())).collect();
+    assert_eq!(bars, api_bars, "one bar per catalog item, in order, with its reach");
+    assert!(
+        drop_html.contains("4 reached the first item, 1 the last (25%)"),
+        "{drop_html}"
+    );
+
+    let difficulty_html = panel(&dom, "difficulty");
+    let order: Vec<Option<usize>> = ["q1-b", "q1", "q1-a"]
+        .iter()
+        .map(|i| difficulty_html.find(&format!(r#"<tr data-item="{i}""#)))
+        .collect();
+    assert!(
+        order.iter().all(Option::is_some) && order.is_sorted(),
+        "one row per item, hardest first (by first-attempt rate, then id): {order:?}\n{difficulty_html}"
+    );
+    let q1b_row = within(difficulty_html, r#"<tr data-item="q1-b""#);
+    assert!(
+        q1b_row.contains(r#"<td class="num">1</td><td class="num">2</td><td class="num">0%</td><td class="num">100%</td><td class="num">2.00</td><td class="num">0</td>"#),
+        "{q1b_row}"
+    );
+    let q1_row = within(difficulty_html, r#"<tr data-item="q1""#);
+    // a passed at once, b failed three times.
+    assert!(
+        q1_row.contains(r#"<td class="num">2</td><td class="num">4</td><td class="num">50%</td><td class="num">50%</td><td class="num">1.00</td><td class="num">1</td>"#),
+        "{q1_row}"
+    );
+
+    let videos_html = panel(&dom, "videos");
+    assert!(videos_html.contains(r#"data-video="v1""#), "{videos_html}");
+    assert!(
+        videos_html.contains("2 viewers") && videos_html.contains("1 full views (50%)"),
+        "{videos_html}"
+    );
+    for (k, segment) in v1["segments"].as_array().unwrap().iter().enumerate() {
+        let needle = format!(
+            r#"data-index="{k}" data-viewers="{}" data-rewatched="{}""#,
+            segment["viewers"], segment["rewatched"]
+        );
+        assert!(videos_html.contains(&needle), "no {needle}:\n{videos_html}");
+    }
+
+    let grades_html = panel(&dom, "grades");
+    assert!(
+        grades_html.contains("2 graded, 1 passed · pass rate 50%"),
+        "{grades_html}"
+    );
+    for (bucket, learners) in [("30–40%", 1), ("90–100%", 1), ("50–60%", 0)] {
+        let needle = format!(r#"<span class="label">{bucket}</span>"#);
+        let at = grades_html
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no {needle}:\n{grades_html}"));
+        let row = grades_html[at..]
+            .split(r#"<div class="hbar"#)
+            .next()
+            .unwrap_or_default();
+        assert!(
+            row.contains(&format!(r#"<span class="num">{learners}</span>"#)),
+            "{row}"
+        );
+    }
+    let time_html = panel(&dom, "time-panel");
+    assert!(
+        time_html.contains("1.4 h in 8 sessions · 1.2 h reported by the events"),
+        "{time_html}"
+    );
+
+    // A course nobody touched: every instructor panel says so, none fails.
+    let url = format!("{}/?key={READ_KEY}&from={from}&to={today}&course=nothing", stack.base);
+    let profile = std::env::temp_dir().join(format!("chromium-{}-instructor-empty", stack.env.id));
+    let dom = chromium(&profile, &url, &["--dump-dom"]).await;
+    std::fs::remove_dir_all(&profile).ok();
+    assert!(dom.contains(r#"data-ready="true""#), "{dom}");
+    for (id, empty) in [
+        ("at-risk", "No current enrollee is at risk"),
+        ("drop-off", "The catalog lists no items"),
+        ("difficulty", "No question or quiz attempts"),
+        ("videos", "No video watched"),
+        ("grades", "No grades in this course yet"),
+        ("time-panel", "No time on task between"),
+    ] {
+        let html = panel(&dom, id);
+        assert!(html.contains(empty), "panel {id} lacks {empty:?}:\n{html}");
+    }
+    assert!(panel(&dom, "instructor-panel").contains(r#"data-kpi="current_enrollees"><b>0</b>"#));
+}
+
 #[tokio::test]
 async fn connections_streams_and_dates_are_bounded() {
     let mut stack = stack().await;
