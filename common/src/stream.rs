@@ -46,22 +46,48 @@ impl Subjects {
     }
 }
 
+/// `get_or_create_stream`, safe when several processes start at once: the one whose create loses
+/// the race (JetStream answers "subjects overlap" or "name in use") opens the winner's stream.
+async fn get_or_create(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, async_nats::jetstream::context::CreateStreamError> {
+    let mut attempt = 0;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if attempt < 5 => {
+                if let Ok(stream) = js.get_stream(&config.name).await {
+                    return Ok(stream);
+                }
+                tracing::debug!(%error, "creating the stream raced another process; retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Creates the events stream if it is missing, or returns the existing one; both ingest and workers
 /// call this at startup so either may start first.
 pub async fn ensure_events_stream(js: &jetstream::Context, config: &NatsConfig) -> anyhow::Result<stream::Stream> {
     let subjects = Subjects::new(&config.subject_prefix);
-    js.get_or_create_stream(stream::Config {
-        name: config.stream.clone(),
-        subjects: vec![subjects.all_events()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::New,
-        max_age: config.stream_max_age,
-        max_bytes: config.stream_max_bytes,
-        num_replicas: config.stream_replicas,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    })
+    get_or_create(
+        js,
+        stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subjects.all_events()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            max_age: config.stream_max_age,
+            max_bytes: config.stream_max_bytes,
+            num_replicas: config.stream_replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("cannot create or open JetStream stream {}", config.stream))
 }
@@ -71,14 +97,17 @@ pub async fn ensure_events_stream(js: &jetstream::Context, config: &NatsConfig) 
 pub async fn ensure_dead_letter_stream(js: &jetstream::Context, config: &NatsConfig) -> anyhow::Result<stream::Stream> {
     let subjects = Subjects::new(&config.subject_prefix);
     let name = format!("{}_DLQ", config.stream);
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![subjects.dead_letter()],
-        storage: stream::StorageType::File,
-        max_age: config.stream_max_age * 4,
-        num_replicas: config.stream_replicas,
-        ..Default::default()
-    })
+    get_or_create(
+        js,
+        stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects.dead_letter()],
+            storage: stream::StorageType::File,
+            max_age: config.stream_max_age * 4,
+            num_replicas: config.stream_replicas,
+            ..Default::default()
+        },
+    )
     .await
     .with_context(|| format!("cannot create or open the dead-letter stream {name}"))
 }
