@@ -10,16 +10,6 @@ use super::{bitmaps, Delta};
 use crate::identity;
 use crate::ordinals::Ordinals;
 
-/// Columns of one bulk statement, pushed row by row.
-macro_rules! columns {
-    ($($name:ident : $ty:ty),* $(,)?) => {{
-        #[derive(Default)]
-        #[allow(non_camel_case_types)]
-        struct Columns<'a> { $($name: Vec<$ty>),* }
-        Columns::default()
-    }};
-}
-
 /// Applies `delta` (the users in it have ordinals in `ords`, and so have the other ids of its
 /// links). The distinct-count bitmaps come after the other rows: they are the most contended
 /// between workers; identities (`crate::identity`) come last, under their project lock.

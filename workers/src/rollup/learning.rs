@@ -302,16 +302,6 @@ impl Learning {
     }
 }
 
-/// Columns of one bulk statement.
-macro_rules! columns {
-    ($($name:ident : $ty:ty),* $(,)?) => {{
-        #[derive(Default)]
-        #[allow(non_camel_case_types)]
-        struct Columns<'a> { $($name: Vec<$ty>),* }
-        Columns::default()
-    }};
-}
-
 /// Writes `learning` inside the caller's transaction, one bulk statement per table, merging as
 /// [`Learning::add`] does.
 pub async fn apply(tx: &mut Transaction<'_, Postgres>, learning: &Learning) -> sqlx::Result<()> {

@@ -3,6 +3,16 @@
 //! `workers reconcile` (everything, recomputed from MongoDB) use, so the two cannot disagree on a
 //! definition. [`apply`] writes a delta inside the caller's transaction.
 
+/// Columns of one bulk statement, pushed row by row (for `apply` and `learning`, which follow).
+macro_rules! columns {
+    ($($name:ident : $ty:ty),* $(,)?) => {{
+        #[derive(Default)]
+        #[allow(non_camel_case_types)]
+        struct Columns<'a> { $($name: Vec<$ty>),* }
+        Columns::default()
+    }};
+}
+
 mod apply;
 pub mod bitmaps;
 pub mod delta;
