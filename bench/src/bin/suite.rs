@@ -786,10 +786,13 @@ async fn wait_http(url: &str) -> anyhow::Result<()> {
 // Phase `ingest`.
 
 /// A test environment whose stream holds what a timed load publishes: TestEnv's 256 MiB fills in
-/// seconds at JetStream's raw rate, and a full stream refuses publishes (discard new).
+/// seconds at JetStream's raw rate, and a full stream refuses publishes (discard new). Unbounded
+/// (-1) rather than a large bound: JetStream reserves a stream's `max_bytes` up front, so a fixed
+/// 16 GiB was refused ("insufficient storage") on a disk with less free, or beside another
+/// stream's reservation; the server's own storage limit still bounds it.
 async fn bench_env() -> TestEnv {
     let mut env = TestEnv::new().await;
-    env.nats.stream_max_bytes = 16 * 1024 * 1024 * 1024;
+    env.nats.stream_max_bytes = -1;
     env
 }
 
