@@ -4,7 +4,6 @@
 
 use std::io::Read as _;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
 
@@ -46,17 +45,13 @@ impl Encoding {
     }
 
     /// Decompresses, stopping at `max` bytes so a small bomb cannot exhaust memory.
-    pub fn decode(&self, body: Bytes, max: usize) -> Result<Vec<u8>, IngestError> {
+    pub fn decode(&self, body: Vec<u8>, max: usize) -> Result<Vec<u8>, IngestError> {
         let too_large =
             || IngestError::PayloadTooLarge(format!("the body is larger than {max} bytes once decompressed"));
         let mut out = Vec::new();
         let read = match self {
             Encoding::Identity => {
-                return if body.len() > max {
-                    Err(too_large())
-                } else {
-                    Ok(Vec::from(body))
-                };
+                return if body.len() > max { Err(too_large()) } else { Ok(body) };
             }
             Encoding::Gzip => flate2::read::MultiGzDecoder::new(&body[..])
                 .take(max as u64 + 1)
@@ -105,13 +100,13 @@ mod tests {
         let plain = vec![b' '; 10_000];
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&plain).unwrap();
-        let gz = Bytes::from(gz.finish().unwrap());
+        let gz = gz.finish().unwrap();
         assert_eq!(Encoding::Gzip.decode(gz.clone(), 10_000).unwrap().len(), 10_000);
         assert_eq!(
             Encoding::Gzip.decode(gz, 9_999).unwrap_err().status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        let zst = Bytes::from(zstd::encode_all(&plain[..], 3).unwrap());
+        let zst = zstd::encode_all(&plain[..], 3).unwrap();
         assert_eq!(Encoding::Zstd.decode(zst.clone(), 10_000).unwrap().len(), 10_000);
         assert_eq!(
             Encoding::Zstd.decode(zst, 9_999).unwrap_err().status(),

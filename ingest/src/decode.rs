@@ -332,7 +332,11 @@ fn parse_tape(body: &mut [u8]) -> simd_json::Result<Vec<Node<'_>>> {
     let len = body.len();
     BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
         Ok(mut buffers) if len <= KEPT_BUFFERS_BYTES => {
-            simd_json::to_tape_with_buffers(body, &mut buffers).map(|t| t.0)
+            // A tape sized for this body, not (as `to_tape_with_buffers` does) for the last one:
+            // growing it made jemalloc copy the whole old allocation, about 1.4% of ingest's CPU
+            // with 100-event bodies. A quarter of the bytes bounds the structurals of usual JSON.
+            let mut tape = simd_json::Tape(Vec::with_capacity(len / 4 + 16));
+            simd_json::fill_tape(body, &mut buffers, &mut tape).map(|()| tape.0)
         }
         _ => simd_json::to_tape(body).map(|t| t.0),
     })

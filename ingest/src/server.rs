@@ -333,20 +333,34 @@ impl App {
         let limits = &self.inner.config.limits;
         let encoding = Encoding::of(request.headers())?;
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-        let body = tokio::time::timeout(
-            limits.request_timeout,
-            Limited::new(request.into_body(), limits.max_body_bytes).collect(),
-        )
-        .await
-        .map_err(|_| IngestError::RequestTimeout(limits.request_timeout))?
-        .map_err(|error| {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                IngestError::PayloadTooLarge(format!("the body is larger than {} bytes", limits.max_body_bytes))
-            } else {
-                IngestError::BadRequest(format!("cannot read the body: {error}"))
+        // Read straight into one buffer sized by Content-Length (within the limit): collecting
+        // hyper's chunks into `Bytes` and then into the `Vec` simd-json parses in place copied
+        // every body twice (bench/RESULTS.md, "Ingest CPU per event").
+        let hint = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .map_or(0, |n| n.min(limits.max_body_bytes));
+        let read = async {
+            let mut body = Limited::new(request.into_body(), limits.max_body_bytes);
+            let mut bytes = Vec::with_capacity(hint);
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
             }
-        })?
-        .to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(bytes)
+        };
+        let body = tokio::time::timeout(limits.request_timeout, read)
+            .await
+            .map_err(|_| IngestError::RequestTimeout(limits.request_timeout))?
+            .map_err(|error| {
+                if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    IngestError::PayloadTooLarge(format!("the body is larger than {} bytes", limits.max_body_bytes))
+                } else {
+                    IngestError::BadRequest(format!("cannot read the body: {error}"))
+                }
+            })?;
         let decoding = self.reserve_decoding(encoding, body.len()).await?;
         let bytes = encoding.decode(body, limits.max_decoded_bytes)?;
         Ok(Body {
