@@ -334,7 +334,7 @@ fn parse_tape(body: &mut [u8]) -> simd_json::Result<Vec<Node<'_>>> {
         Ok(mut buffers) if len <= KEPT_BUFFERS_BYTES => {
             // A tape sized for this body, not (as `to_tape_with_buffers` does) for the last one:
             // growing it made jemalloc copy the whole old allocation, about 1.4% of ingest's CPU
-            // with 100-event bodies. A quarter of the bytes bounds the structurals of usual JSON.
+            // with 100-event bodies. A quarter of the bytes covers the nodes of usual JSON (more only grows it).
             let mut tape = simd_json::Tape(Vec::with_capacity(len / 4 + 16));
             simd_json::fill_tape(body, &mut buffers, &mut tape).map(|()| tape.0)
         }

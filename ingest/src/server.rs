@@ -340,7 +340,9 @@ impl App {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .map_or(0, |n| n.min(limits.max_body_bytes));
+            // At most 256 KiB up front, so a Content-Length alone cannot make every open
+            // connection hold a whole `max_body_bytes`; larger bodies grow as they arrive.
+            .map_or(0, |n| n.min(limits.max_body_bytes).min(256 * 1024));
         let read = async {
             let mut body = Limited::new(request.into_body(), limits.max_body_bytes);
             let mut bytes = Vec::with_capacity(hint);
