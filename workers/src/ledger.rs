@@ -219,8 +219,11 @@ async fn record_keyed(
     if order.is_empty() {
         return Ok(());
     }
-    // Grouped here, sorted by chunk key: each chunk is a slice of the bound arrays, so PostgreSQL
-    // neither unnests nor aggregates the batch's events (that cost 4.3 µs per event).
+    // Grouped here, sorted by chunk key: each chunk's fixed-width columns are a slice of the bound
+    // arrays, so PostgreSQL neither unnests nor aggregates the batch's events (that cost 4.3 µs
+    // per event). Its text columns come as one array literal per chunk: slicing a text array
+    // walks it from the start to the slice, which cost 2.5 µs per event at 500 chunks of a
+    // 5,000-event batch; parsing a literal is linear.
     order.sort_by(|(_, a), (_, b)| {
         (a.event.project.as_str(), a.event.event.as_str(), a.event.day).cmp(&(
             b.event.project.as_str(),
@@ -231,11 +234,10 @@ async fn record_keyed(
     let n = order.len();
     let (mut projects, mut names, mut days, mut lows, mut highs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut courses, mut props): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
     let mut ids = Vec::with_capacity(n);
     let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut ords = Vec::with_capacity(n);
-    let mut courses: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut props: Vec<Option<String>> = Vec::with_capacity(n);
     for (i, (id, entry)) in order.iter().enumerate() {
         let event = entry.event;
         // PostgreSQL arrays count from 1; a slice [lo:hi] includes both ends.
@@ -251,18 +253,28 @@ async fn record_keyed(
             days.push(event.day);
             lows.push(position);
             highs.push(position);
+            courses.push(String::new());
+            props.push(String::new());
         }
         ids.push(*id);
         times.push(event.ts);
         ords.push(entry.user_ord);
-        courses.push(crate::rollup::delta::property_id(event, "course_id"));
-        props.push(scalar_properties(event));
+        let course = crate::rollup::delta::property_id(event, "course_id");
+        array_element(courses.last_mut().expect("a chunk is open"), course.as_deref());
+        array_element(
+            props.last_mut().expect("a chunk is open"),
+            scalar_properties(event).as_deref(),
+        );
+    }
+    for literal in courses.iter_mut().chain(props.iter_mut()) {
+        literal.push('}');
     }
     sqlx::query(
         "insert into event_chunks (project, event, day, ids, times, users, courses, props)
          select k.project, k.event, k.day, ($6::uuid[])[k.lo:k.hi], ($7::timestamptz[])[k.lo:k.hi],
-                ($8::int4[])[k.lo:k.hi], ($9::text[])[k.lo:k.hi], ($10::text[])[k.lo:k.hi]
-           from unnest($1::text[], $2::text[], $3::date[], $4::int4[], $5::int4[]) as k(project, event, day, lo, hi)",
+                ($8::int4[])[k.lo:k.hi], k.courses::text[], k.props::text[]
+           from unnest($1::text[], $2::text[], $3::date[], $4::int4[], $5::int4[], $9::text[], $10::text[])
+             as k(project, event, day, lo, hi, courses, props)",
     )
     .bind(&projects)
     .bind(&names)
@@ -278,6 +290,26 @@ async fn record_keyed(
     .await
     .map_err(|e| WorkerError::postgres(e, "recording events for funnels"))?;
     Ok(())
+}
+
+/// Appends `value` to `literal`, a PostgreSQL text array literal being written (`{` opens it on
+/// the first element; the caller closes it): every element quoted, `"` and `\\` escaped, so any
+/// text comes back as it was; None is `NULL`.
+fn array_element(literal: &mut String, value: Option<&str>) {
+    literal.push(if literal.is_empty() { '{' } else { ',' });
+    let Some(value) = value else {
+        literal.push_str("NULL");
+        return;
+    };
+    literal.reserve(value.len() + 2);
+    literal.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            literal.push('\\');
+        }
+        literal.push(c);
+    }
+    literal.push('"');
 }
 
 /// Largest property value kept for funnel filters; longer strings are left out of `props`.

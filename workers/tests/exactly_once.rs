@@ -481,3 +481,61 @@ async fn ledger_pruning_drops_whole_days_past_the_cutoff_with_their_claims() {
     assert_eq!(claims, vec![workers::ledger::Claim::Theirs]);
     tx.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_funnels_chunks_keep_every_course_id_and_property_text_as_sent() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(&env).await;
+    let shutdown = start_worker(&env).await;
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+
+    // The chunks' text columns are written as PostgreSQL array literals: quotes, backslashes,
+    // braces, commas, the word NULL, empty strings and non-ASCII must come back as they were.
+    let awkward = [
+        r#"a"b"#,
+        r"back\slash",
+        r"\",
+        "{braces},and,commas",
+        "NULL",
+        "",
+        "  spaced  ",
+        "ünïcödé ✓",
+        r#"{"json": "in a string"}"#,
+    ];
+    let mut sent: Vec<Value> = Vec::new();
+    for (i, text) in awkward.iter().enumerate() {
+        let mut e = event(&format!("w{i}"), "u1", 3, 0);
+        e["properties"] = serde_json::json!({"course_id": text, "label": text, "n": i});
+        sent.push(e);
+    }
+    // And events without a course or any scalar property: NULL elements beside the others.
+    let mut bare = event("w-bare", "u1", 3, 0);
+    bare["properties"] = serde_json::json!({"nested": {"x": 1}});
+    sent.push(bare);
+    publisher.publish("awkward", &sent).await;
+    drained(&env, Duration::from_secs(60)).await;
+
+    let rows: Vec<(Option<String>, Option<Value>)> = sqlx::query_as(
+        "select course_id, props from event_log where project = 'p1' and day = '2026-03-03' order by ts, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut found: Vec<(Option<String>, Option<Value>)> = rows;
+    found.sort_by_key(|(course, props)| (course.clone(), props.as_ref().map(Value::to_string)));
+    let mut want: Vec<(Option<String>, Option<Value>)> = awkward
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            // An empty `course_id` is no course (docs/contract.md §5), so its element is NULL.
+            let course = Some((*text).to_owned()).filter(|c| !c.is_empty());
+            (course, Some(serde_json::json!({"label": text, "n": i})))
+        })
+        .chain([(None, None)])
+        .collect();
+    want.sort_by_key(|(course, props)| (course.clone(), props.as_ref().map(Value::to_string)));
+    assert_eq!(found, want);
+    let differences = reconcile(&env).await;
+    assert!(differences.is_empty(), "reconcile found: {differences:#?}");
+    shutdown.cancel();
+}
