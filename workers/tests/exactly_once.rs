@@ -515,13 +515,11 @@ async fn the_funnels_chunks_keep_every_course_id_and_property_text_as_sent() {
     publisher.publish("awkward", &sent).await;
     drained(&env, Duration::from_secs(60)).await;
 
-    let rows: Vec<(Option<String>, Option<Value>)> = sqlx::query_as(
-        "select course_id, props from event_log where project = 'p1' and day = '2026-03-03' order by ts, id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let mut found: Vec<(Option<String>, Option<Value>)> = rows;
+    let mut found: Vec<(Option<String>, Option<Value>)> =
+        sqlx::query_as("select course_id, props from event_log where project = 'p1' and day = '2026-03-03'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     found.sort_by_key(|(course, props)| (course.clone(), props.as_ref().map(Value::to_string)));
     let mut want: Vec<(Option<String>, Option<Value>)> = awkward
         .iter()
